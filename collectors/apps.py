@@ -1,0 +1,13 @@
+"""App config for the collectors app."""
+
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class CollectorsConfig(AppConfig):
+    """KnowBe4 API sources, their collection and health."""
+
+    default_auto_field = "django.db.models.BigAutoField"
+    name = "collectors"
+    verbose_name = "Collection"

@@ -1,0 +1,72 @@
+"""Choice sets shared by models, forms and the UI (NetBox-style choice classes).
+
+The wording of labels is the seed's (`shared/seed/knowbe4-api-source.md`).
+"""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class SourceState(models.TextChoices):
+    """The seed's source states, in the order a healthy source walks them."""
+
+    PENDING = "pending", "Pending"
+    STARTED = "started", "Started"
+    INITIALIZED = "initialized", "Initialized"
+    AUTHENTICATED = "authenticated", "Authenticated"
+    COLLECTING = "collecting", "Collecting"
+    ERROR = "error", "Error"
+    STOPPING = "stopping", "Stopping"
+
+
+class ErrorType(models.TextChoices):
+    """The seed's three error types."""
+
+    THIRD_PARTY_CONFIG = "ThirdPartyConfig", "ThirdPartyConfig"
+    THIRD_PARTY_GENERIC = "ThirdPartyGeneric", "ThirdPartyGeneric"
+    FIRST_PARTY_GENERIC = "FirstPartyGeneric", "FirstPartyGeneric"
+
+
+class HealthEventName(models.TextChoices):
+    """Health event names as they appear in the seed's Health Event Index."""
+
+    THIRD_PARTY_CONFIG = "ThirdPartyConfigError", "ThirdPartyConfigError"
+    THIRD_PARTY_GENERIC = "ThirdPartyGenericError", "ThirdPartyGenericError"
+    FIRST_PARTY_GENERIC = "FirstPartyGenericError", "FirstPartyGenericError"
+
+
+# Each error type is reported under exactly one health event name.
+EVENT_NAME_FOR_ERROR_TYPE = {
+    ErrorType.THIRD_PARTY_CONFIG: HealthEventName.THIRD_PARTY_CONFIG,
+    ErrorType.THIRD_PARTY_GENERIC: HealthEventName.THIRD_PARTY_GENERIC,
+    ErrorType.FIRST_PARTY_GENERIC: HealthEventName.FIRST_PARTY_GENERIC,
+}
+
+
+class Severity(models.TextChoices):
+    """How bad an open health event is: any Error makes a resource red."""
+
+    ERROR = "error", "Error"
+    WARNING = "warning", "Warning"
+
+
+# Built-in metadata names that a user-defined field may not take.
+RESERVED_FIELD_NAMES = frozenset(
+    {
+        "_sourcecategory",
+        "_source",
+        "_sourcename",
+        "_sourcehost",
+        "_collector",
+        "_index",
+        "_raw",
+        "_messagetime",
+        "_receipttime",
+        "_size",
+        "_format",
+        "_view",
+    }
+)
+MAX_FIELDS_PER_SOURCE = 10
+MAX_SCHEMA_FIELDS = 200

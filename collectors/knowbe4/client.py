@@ -1,0 +1,299 @@
+"""The one HTTP seam to the KnowBe4 Events API.
+
+Everything that talks HTTP to KnowBe4 goes through `KnowBe4Client`. It sends
+the key only in the Authorization header and turns every outcome into either
+an `EventsPage` or a `KnowBe4Error` subclass whose type says what the engine
+must do (see the seed's "Error types" table). Error messages never contain the
+key: they are built from status codes, reasons and short body excerpts only.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from urllib.parse import urlsplit
+
+import requests
+
+from collectors.choices import ErrorType
+
+CONNECT_TIMEOUT = 5.0
+READ_TIMEOUT = 30.0
+MAX_BODY_BYTES = 20 * 1024 * 1024
+PER_PAGE = 100
+USER_AGENT = "knowbe4sumo/0.1"
+
+
+class KnowBe4Error(Exception):
+    """A failed call, classified. `code` is short and stable (for health events)."""
+
+    error_type: str = ErrorType.THIRD_PARTY_GENERIC
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+        self.retry_after = retry_after
+
+
+class ConfigError(KnowBe4Error):
+    """The source's configuration is wrong (key, region): no retry until edited."""
+
+    error_type = ErrorType.THIRD_PARTY_CONFIG
+
+
+class TransientError(KnowBe4Error):
+    """KnowBe4 failed or answered garbage: retry with backoff for up to 90 min."""
+
+
+class TooManyRequests(TransientError):
+    """429 Too Many Requests: wait `retry_after` (or back off); not an error itself."""
+
+
+class QuotaExceeded(TransientError):
+    """429 Limit Exceeded: the daily quota is spent; wait for the next UTC day."""
+
+
+@dataclass
+class EventsPage:
+    """One page of `GET /events`."""
+
+    events: list[dict]
+    next_page: int | None
+    meta: dict = field(default_factory=dict)
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    now = time.time() if now is None else now
+    return max(0.0, when.timestamp() - now)
+
+
+def _excerpt(body: bytes, limit: int = 200) -> str:
+    text = body[:limit].decode("utf-8", "replace")
+    return " ".join(text.split())
+
+
+class KnowBe4Client:
+    """A client for one source's Base URL and key; one `requests.Session` per run.
+
+    `throttle`, when given, is called before every request (the shared 4/s
+    limiter) and `after_request` after it, so limits are enforced at the seam.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        read_timeout: float = READ_TIMEOUT,
+        throttle: Callable[[], None] | None = None,
+        after_request: Callable[[], None] | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.host = urlsplit(self.base_url).netloc
+        self.timeout = (connect_timeout, read_timeout)
+        self.throttle = throttle
+        self.after_request = after_request
+        self.session = requests.Session()
+        self.session.headers.update(
+            {
+                "Authorization": f"Bearer {api_key}",
+                "Accept": "application/json",
+                "User-Agent": USER_AGENT,
+            }
+        )
+        # Never hand the key to a netrc or proxy lookup through the environment.
+        self.session.trust_env = False
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> KnowBe4Client:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def list_events(self, day: date, page: int, per_page: int = PER_PAGE) -> EventsPage:
+        """Read one page of the events that occurred on `day` (UTC), oldest first."""
+        params = {
+            "occurred_date": day.isoformat(),
+            "page": page,
+            "per_page": per_page,
+            "order_by": "occurred_date",
+            "order_direction": "asc",
+        }
+        body = self._get("/events", params)
+        return self._parse_page(body)
+
+    def _get(self, path: str, params: dict) -> bytes:
+        """GET a path; return the body of a 200 or raise a classified error."""
+        if self.throttle:
+            self.throttle()
+        try:
+            resp = self.session.get(
+                self.base_url + path,
+                params=params,
+                timeout=self.timeout,
+                allow_redirects=False,
+                stream=True,
+            )
+            try:
+                body = self._read_capped(resp)
+            finally:
+                resp.close()
+        except requests.Timeout as exc:
+            raise TransientError(
+                "timeout", f"KnowBe4 did not answer in time ({type(exc).__name__})."
+            ) from None
+        except requests.ConnectionError:
+            raise TransientError(
+                "connection_error", f"Could not connect to {self.host}."
+            ) from None
+        except requests.RequestException as exc:
+            raise TransientError(
+                "request_failed",
+                f"The request to {self.host} failed ({type(exc).__name__}).",
+            ) from None
+        finally:
+            if self.after_request:
+                self.after_request()
+        self._raise_for_status(resp, body)
+        return body
+
+    def _read_capped(self, resp: requests.Response) -> bytes:
+        """Read the body, refusing one over MAX_BODY_BYTES or cut short."""
+        chunks, size = [], 0
+        for chunk in resp.iter_content(64 * 1024):
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise TransientError(
+                    "body_too_large",
+                    f"KnowBe4 sent a response over {MAX_BODY_BYTES // 2**20} MB.",
+                    status=resp.status_code,
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _raise_for_status(self, resp: requests.Response, body: bytes) -> None:
+        status = resp.status_code
+        if status == 200:
+            return
+        text = _excerpt(body)
+        retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+        if "limit exceeded" in text.lower():
+            raise QuotaExceeded(
+                "limit_exceeded",
+                "The daily request quota of this API key is spent (Limit Exceeded).",
+                status=status,
+                retry_after=retry_after,
+            )
+        if status == 429:
+            raise TooManyRequests(
+                "too_many_requests",
+                "KnowBe4 asked us to slow down (429 Too Many Requests).",
+                status=status,
+                retry_after=retry_after,
+            )
+        if status in (401, 403):
+            raise ConfigError(
+                f"http_{status}",
+                f"KnowBe4 refused the API key (HTTP {status}). The key may be wrong, "
+                "reset, or for another region.",
+                status=status,
+            )
+        if status == 404:
+            raise ConfigError(
+                "http_404",
+                f"{self.host} has no Events API (HTTP 404): check the Base URL.",
+                status=status,
+            )
+        if 300 <= status < 400:
+            raise ConfigError(
+                f"http_{status}",
+                f"{self.host} redirected the request (HTTP {status}), which is not "
+                "followed. Check the Base URL.",
+                status=status,
+            )
+        reason = resp.reason or "error"
+        raise TransientError(
+            f"http_{status}",
+            f"KnowBe4 answered HTTP {status} {reason}" + (f": {text}" if text else "."),
+            status=status,
+            retry_after=retry_after,
+        )
+
+    def _parse_page(self, body: bytes) -> EventsPage:
+        """Validate the `{"data": [...], "meta": {...}}` envelope and each event."""
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            kind = "an HTML page" if body.lstrip()[:1] == b"<" else "invalid JSON"
+            raise TransientError(
+                "invalid_json",
+                f"KnowBe4 sent {kind} instead of JSON (possibly truncated; "
+                f"{len(body)} bytes).",
+            ) from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
+            raise TransientError(
+                "missing_data", "KnowBe4's response has no 'data' list."
+            )
+        meta = doc.get("meta")
+        if not isinstance(meta, dict):
+            raise TransientError(
+                "missing_meta", "KnowBe4's response has no 'meta' object."
+            )
+        for event in doc["data"]:
+            if (
+                not isinstance(event, dict)
+                or not event.get("id")
+                or not event.get("occurred_date")
+            ):
+                raise TransientError(
+                    "malformed_event",
+                    "KnowBe4 sent an event without 'id' or 'occurred_date'.",
+                )
+            parse_occurred(event["occurred_date"])
+        next_page = meta.get("next_page")
+        if next_page is not None and not isinstance(next_page, int):
+            raise TransientError(
+                "malformed_meta", "KnowBe4's 'meta.next_page' is not a number."
+            )
+        return EventsPage(events=doc["data"], next_page=next_page, meta=meta)
+
+
+def parse_occurred(value: str) -> datetime:
+    """Parse an event's `occurred_date` (ISO 8601, UTC) or raise TransientError."""
+    try:
+        when = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        raise TransientError(
+            "malformed_event",
+            f"KnowBe4 sent an unreadable occurred_date {str(value)[:40]!r}.",
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)

@@ -1,0 +1,362 @@
+"""The domain model: hosted collectors, KnowBe4 API sources, the Fields schema,
+health events, collected log messages and the API-key usage the limiter shares.
+
+Rules about states and health live here, next to the data they govern; the
+collection engine (`collection.py`, `lifecycle.py`) calls these methods.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models.functions import Lower
+from django.urls import reverse
+from django.utils import timezone
+
+from collectors import crypto
+from collectors.choices import ErrorType, HealthEventName, Severity, SourceState
+
+
+class HostedCollector(models.Model):
+    """A hosted collector: a named group of sources, like Sumo Logic's."""
+
+    name = models.CharField(max_length=128)
+    description = models.TextField(max_length=1024, blank=True)
+    category = models.CharField(max_length=1024, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(Lower("name"), name="collector_name_unique_ci"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Source(models.Model):
+    """A KnowBe4 API source: configuration, state and collection progress.
+
+    The API key is stored encrypted (`api_key_encrypted`) and shown only as its
+    last four characters (`api_key_hint`). `config_version` grows on every edit;
+    the engine compares it to clear a ThirdPartyConfig error.
+    """
+
+    collector = models.ForeignKey(
+        HostedCollector, models.CASCADE, related_name="sources"
+    )
+    name = models.CharField(max_length=128)
+    description = models.TextField(max_length=1024, blank=True)
+    category = models.CharField("source category", max_length=1024, blank=True)
+    base_url_key = models.CharField("base URL", max_length=64)
+    api_key_encrypted = models.TextField(editable=False)
+    api_key_hint = models.CharField(max_length=4, editable=False)
+    config_version = models.PositiveIntegerField(default=1)
+    initial_lookback_days = models.PositiveSmallIntegerField(default=7)
+    rescan_days = models.PositiveSmallIntegerField(default=1)
+
+    state = models.CharField(
+        max_length=16, choices=SourceState.choices, default=SourceState.PENDING
+    )
+    state_changed = models.DateTimeField(default=timezone.now)
+    error_type = models.CharField(max_length=32, choices=ErrorType.choices, blank=True)
+
+    # Checkpoint: every day up to `last_complete_day` is stored; within
+    # `cursor_day`, pages before `cursor_page` are stored.
+    last_complete_day = models.DateField(null=True, blank=True)
+    cursor_day = models.DateField(null=True, blank=True)
+    cursor_page = models.PositiveIntegerField(default=1)
+
+    # Retry bookkeeping survives restarts: the 90-minute window counts from here.
+    error_streak_started = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    last_success_at = models.DateTimeField(null=True, blank=True)
+
+    # Per-source lease so a duplicate task delivery cannot run twice at once.
+    lease_owner = models.CharField(max_length=64, blank=True)
+    lease_expires = models.DateTimeField(null=True, blank=True)
+
+    # Fields set on the source but absent from the schema: {key: messages dropped}.
+    dropped_fields = models.JSONField(default=dict, blank=True)
+
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["collector__name", "name"]
+        constraints = [
+            models.UniqueConstraint(
+                "collector", Lower("name"), name="source_name_unique_in_collector_ci"
+            ),
+        ]
+        indexes = [models.Index(fields=["state", "next_attempt_at"])]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("source-detail", args=[self.pk])
+
+    def set_api_key(self, plain: str) -> None:
+        """Encrypt and store a new API key, keeping only its last 4 characters."""
+        self.api_key_encrypted = crypto.encrypt(plain)
+        self.api_key_hint = plain[-4:]
+
+    def get_api_key(self) -> str:
+        """Decrypt the API key; raises crypto.KeyUnreadable, never leaks it."""
+        return crypto.decrypt(self.api_key_encrypted)
+
+    @property
+    def base_url(self):
+        """The allow-listed BaseUrl for this source, or None if it was removed."""
+        from collectors import baseurls
+
+        return baseurls.get(self.base_url_key)
+
+    def transition(
+        self,
+        to_state: str,
+        reason: str = "",
+        *,
+        error_type: str = "",
+        expect: str | None = None,
+    ) -> bool:
+        """Move to `to_state` and record it, unless the state changed under us.
+
+        The UPDATE is conditional on the state we last read (or `expect`), so a
+        worker can never overwrite a Stopping set by a user meanwhile. Returns
+        whether the move happened.
+        """
+        now = timezone.now()
+        current = self.state if expect is None else expect
+        if current == to_state and (to_state != SourceState.ERROR or not error_type):
+            return False
+        error_type = error_type if to_state == SourceState.ERROR else ""
+        moved = Source.objects.filter(pk=self.pk, state=current).update(
+            state=to_state, state_changed=now, error_type=error_type, updated=now
+        )
+        if moved:
+            StateTransition.objects.create(
+                source=self,
+                from_state=current,
+                to_state=to_state,
+                at=now,
+                reason=reason[:500],
+            )
+            self.state, self.state_changed, self.error_type = to_state, now, error_type
+        return bool(moved)
+
+    def _clear_retry(self) -> None:
+        Source.objects.filter(pk=self.pk).update(
+            error_streak_started=None, next_attempt_at=None
+        )
+        self.error_streak_started = self.next_attempt_at = None
+
+    def reconfigured(self) -> None:
+        """Called after an edit: a new configuration version, and a fresh start
+        for a source in Error (a ThirdPartyConfig error waits for exactly this)."""
+        Source.objects.filter(pk=self.pk).update(
+            config_version=models.F("config_version") + 1
+        )
+        self.refresh_from_db(fields=["config_version"])
+        if self.state == SourceState.ERROR:
+            self._clear_retry()
+            self.transition(SourceState.PENDING, "Source configuration updated")
+
+    def restart(self) -> bool:
+        """The Restart action: a source in Error goes back to Pending, keeping
+        its checkpoint, and is collected again at the next dispatch."""
+        if self.state != SourceState.ERROR:
+            return False
+        self._clear_retry()
+        return self.transition(SourceState.PENDING, "Restarted by a user")
+
+    def request_stop(self) -> bool:
+        """Delete: move to Stopping; the worker finishes the removal."""
+        if self.state == SourceState.STOPPING:
+            return False
+        return self.transition(SourceState.STOPPING, "Deleted by a user")
+
+    @property
+    def is_neutral(self) -> bool:
+        """Pending and Stopping sources are not collecting: drawn neutral."""
+        return self.state in (SourceState.PENDING, SourceState.STOPPING)
+
+
+class SourceField(models.Model):
+    """One "Fields" row of a source: a key/value stamped on its messages."""
+
+    source = models.ForeignKey(Source, models.CASCADE, related_name="fields")
+    key = models.CharField(max_length=255)
+    value = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                "source", Lower("key"), name="source_field_key_unique_ci"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key}={self.value}"
+
+
+class FieldDefinition(models.Model):
+    """A field of the Fields table schema (Manage Data > Logs > Fields).
+
+    A source's field is kept on its messages only while a definition with the
+    same name exists and is enabled; otherwise it is dropped, as in Sumo.
+    """
+
+    name = models.CharField(max_length=255)
+    enabled = models.BooleanField(default=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(Lower("name"), name="field_definition_unique_ci"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class StateTransition(models.Model):
+    """One change of a source's state, kept as a timeline (like a flip log)."""
+
+    source = models.ForeignKey(Source, models.CASCADE, related_name="transitions")
+    from_state = models.CharField(max_length=16, choices=SourceState.choices)
+    to_state = models.CharField(max_length=16, choices=SourceState.choices)
+    at = models.DateTimeField(default=timezone.now)
+    reason = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["at", "id"]
+        indexes = [models.Index(fields=["source", "at"])]
+
+    def __str__(self) -> str:
+        return f"{self.source_id}: {self.from_state} → {self.to_state}"
+
+
+class HealthEventQuerySet(models.QuerySet):
+    """Queries for the Health column, tooltip and panel."""
+
+    def open(self) -> HealthEventQuerySet:
+        return self.filter(resolved_at__isnull=True)
+
+
+class HealthEvent(models.Model):
+    """A detected problem with a source or collector (the Health Event Index).
+
+    One open event per (resource, event name): repeats bump `count` and
+    `last_seen`; a success sets `resolved_at`.
+    """
+
+    source = models.ForeignKey(
+        Source, models.CASCADE, null=True, blank=True, related_name="health_events"
+    )
+    collector = models.ForeignKey(
+        HostedCollector,
+        models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="health_events",
+    )
+    event_name = models.CharField(max_length=32, choices=HealthEventName.choices)
+    error_type = models.CharField(max_length=32, choices=ErrorType.choices)
+    severity = models.CharField(max_length=8, choices=Severity.choices)
+    error_code = models.CharField(max_length=64, blank=True)
+    message = models.TextField()
+    suggested_fix = models.TextField(blank=True)
+    first_seen = models.DateTimeField(default=timezone.now)
+    last_seen = models.DateTimeField(default=timezone.now)
+    count = models.PositiveIntegerField(default=1)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    objects = HealthEventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-last_seen", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["source", "event_name"],
+                condition=models.Q(resolved_at__isnull=True, source__isnull=False),
+                name="one_open_health_event_per_source",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["source", "resolved_at"]),
+            models.Index(fields=["collector", "resolved_at"]),
+            models.Index(fields=["-last_seen"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_name} ({self.get_severity_display()})"
+
+    @property
+    def is_open(self) -> bool:
+        return self.resolved_at is None
+
+
+class LogMessage(models.Model):
+    """One collected KnowBe4 user event, with Sumo-style metadata.
+
+    `raw` is the event's JSON as received. Metadata is copied at collection
+    time so that messages survive the deletion (or later edits) of their
+    source. The database enforces one row per (source, event id).
+    """
+
+    source = models.ForeignKey(
+        Source, models.SET_NULL, null=True, blank=True, related_name="messages"
+    )
+    event_id = models.CharField(max_length=64)
+    raw = models.TextField()
+    message_time = models.DateTimeField()
+    receipt_time = models.DateTimeField(default=timezone.now)
+    source_name = models.CharField("_source", max_length=128)
+    source_category = models.CharField("_sourceCategory", max_length=1024, blank=True)
+    collector_name = models.CharField("_collector", max_length=128)
+    fields = models.JSONField(default=dict, blank=True)
+    event_type = models.CharField(max_length=255, blank=True)
+    risk_level = models.SmallIntegerField(null=True, blank=True)
+    user_email = models.CharField(max_length=254, blank=True)
+
+    class Meta:
+        ordering = ["-message_time", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["source", "event_id"], name="log_message_once_per_source"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["-message_time", "-id"], name="msg_time"),
+            models.Index(
+                fields=["source_category", "-message_time"], name="msg_category_time"
+            ),
+            models.Index(fields=["source", "-message_time"], name="msg_source_time"),
+        ]
+
+    def __str__(self) -> str:
+        return self.event_id
+
+
+class ApiKeyUsage(models.Model):
+    """Request accounting per API key, shared by every worker and host.
+
+    `key_hash` is `crypto.key_fingerprint(key)`, never the key. `recent` holds the
+    times of the last requests (the 4-per-second limiter), `requests_today` the
+    requests made on `day` (UTC) against the daily quota, and `quota_reset_at`
+    when a `Limit Exceeded` answer says collection may resume.
+    """
+
+    key_hash = models.CharField(max_length=64, unique=True)
+    recent = models.JSONField(default=list, blank=True)
+    day = models.DateField(null=True, blank=True)
+    requests_today = models.PositiveIntegerField(default=0)
+    quota_reset_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return self.key_hash[:8]

@@ -1,0 +1,50 @@
+"""The one mapping from a health status to its label, colour, icon and tooltip.
+
+Templates, the Collection page's refresh endpoint and the admin all read a
+resource's look from here, so a status means the same thing everywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class StatusLook:
+    """How one health status is drawn."""
+
+    key: str
+    label: str
+    colour: str  # CSS custom property suffix, see static/css/app.css
+    icon: str  # file under static/img/
+
+
+HEALTHY = StatusLook("healthy", "Healthy", "green", "img/status-healthy.svg")
+WARNING = StatusLook("warning", "Warning", "orange", "img/status-warning.svg")
+ERROR = StatusLook("error", "Error", "red", "img/status-error.svg")
+NEUTRAL = StatusLook("neutral", "Not collecting", "grey", "img/status-neutral.svg")
+
+LOOKS = {look.key: look for look in (HEALTHY, WARNING, ERROR, NEUTRAL)}
+
+
+def health_look(errors: int, warnings: int, *, neutral: bool = False) -> StatusLook:
+    """Pick the look for a resource from its open health event counts.
+
+    Any open error wins (red), then open warnings (orange); a source that is
+    Pending or Stopping has not collected yet or no longer does, so it is drawn
+    neutral unless something is already wrong with it.
+    """
+    if errors:
+        return ERROR
+    if warnings:
+        return WARNING
+    return NEUTRAL if neutral else HEALTHY
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def health_tooltip(errors: int, warnings: int) -> str:
+    """The seed's tooltip: a count of the detected errors and warnings."""
+    return f"{_plural(errors, 'error')}, {_plural(warnings, 'warning')}"

@@ -1,0 +1,99 @@
+"""Fixtures shared by every test file: users, a signed-in client, the cast, and
+a headless Chromium page for the browser tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from tests.cast import make_collector, make_source
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture
+def admin_user(db):
+    return get_user_model().objects.create_superuser(
+        "alice", "alice@example.org", "correct horse battery staple"
+    )
+
+
+@pytest.fixture
+def user(db):
+    return get_user_model().objects.create_user("bob", "bob@example.org", "pw-bob-123!")
+
+
+@pytest.fixture
+def admin_client(client, admin_user):
+    client.force_login(admin_user)
+    return client
+
+
+@pytest.fixture
+def collector(db):
+    return make_collector()
+
+
+@pytest.fixture
+def source(collector):
+    return make_source(collector)
+
+
+def chromium_path() -> str | None:
+    """Debian's chromium; Playwright's own browser download is never used."""
+    for candidate in ("/usr/bin/chromium", shutil.which("chromium") or ""):
+        if candidate and os.path.exists(candidate):
+            return candidate
+    return None
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """A headless Chromium, or a skip saying why (a failure if REQUIRE_BROWSER=1)."""
+    path = chromium_path()
+    if path is None:
+        reason = "no Chromium at /usr/bin/chromium (apt-get install -y chromium)"
+        if os.environ.get("REQUIRE_BROWSER") == "1":
+            pytest.fail(f"REQUIRE_BROWSER=1 but {reason}")
+        pytest.skip(f"browser tests skipped: {reason}")
+    os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, live_server, admin_user):
+    """A page signed in as the administrator on the live server."""
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    pg = context.new_page()
+    pg.set_default_timeout(10_000)
+    pg.goto(f"{live_server.url}/login/")
+    pg.fill("input[name=username]", admin_user.username)
+    pg.fill("input[name=password]", "correct horse battery staple")
+    pg.click("button[type=submit]")
+    yield pg
+    context.close()
+
+
+def artifacts_dir():
+    """Screenshots for review go under artifacts/ (git-ignored)."""
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "artifacts"
+    path.mkdir(exist_ok=True)
+    return path
