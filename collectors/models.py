@@ -34,6 +34,13 @@ class HostedCollector(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def get_health_url(self) -> str:
+        return reverse("collector-health", args=[self.pk])
+
+    def open_health_counts(self) -> tuple[int, int]:
+        """(open errors, open warnings) of the collector and all its sources."""
+        return HealthEvent.objects.open().for_collector(self).severity_counts()
+
 
 class Source(models.Model):
     """A KnowBe4 API source: configuration, state and collection progress.
@@ -97,6 +104,13 @@ class Source(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("source-detail", args=[self.pk])
+
+    def get_health_url(self) -> str:
+        return reverse("source-health", args=[self.pk])
+
+    def open_health_counts(self) -> tuple[int, int]:
+        """(open errors, open warnings) of this source."""
+        return HealthEvent.objects.open().filter(source=self).severity_counts()
 
     def set_api_key(self, plain: str) -> None:
         """Encrypt and store a new API key, keeping only its last 4 characters."""
@@ -246,6 +260,20 @@ class HealthEventQuerySet(models.QuerySet):
 
     def open(self) -> HealthEventQuerySet:
         return self.filter(resolved_at__isnull=True)
+
+    def for_collector(self, collector) -> HealthEventQuerySet:
+        """Events of the collector itself and of every source in it."""
+        return self.filter(
+            models.Q(collector=collector) | models.Q(source__collector=collector)
+        )
+
+    def severity_counts(self) -> tuple[int, int]:
+        """(errors, warnings) in one query."""
+        counts = self.aggregate(
+            errors=models.Count("pk", filter=models.Q(severity=Severity.ERROR)),
+            warnings=models.Count("pk", filter=models.Q(severity=Severity.WARNING)),
+        )
+        return counts["errors"], counts["warnings"]
 
 
 class HealthEvent(models.Model):

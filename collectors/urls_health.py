@@ -2,4 +2,14 @@
 
 from __future__ import annotations
 
-urlpatterns: list = []
+from django.urls import path
+
+from collectors.views import health
+
+urlpatterns = [
+    path("sources/<int:pk>/", health.source_detail, name="source-detail"),
+    path("sources/<int:pk>/health/", health.source_health, name="source-health"),
+    path(
+        "collectors/<int:pk>/health/", health.collector_health, name="collector-health"
+    ),
+]
