@@ -83,6 +83,9 @@ class Source(models.Model):
     # Per-source lease so a duplicate task delivery cannot run twice at once.
     lease_owner = models.CharField(max_length=64, blank=True)
     lease_expires = models.DateTimeField(null=True, blank=True)
+    # When the dispatcher last queued a task, so a queued task is not queued
+    # again every minute before a worker picks it up.
+    dispatched_at = models.DateTimeField(null=True, blank=True)
 
     # Fields set on the source but absent from the schema: {key: messages dropped}.
     dropped_fields = models.JSONField(default=dict, blank=True)
