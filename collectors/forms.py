@@ -1,0 +1,315 @@
+"""Forms of the configuration screens: hosted collectors, KnowBe4 sources and
+the Fields table schema.
+
+Every rule of the seed's form is enforced here (not only in the browser), with
+a message on the field that broke it; saving happens in one transaction.
+"""
+
+from __future__ import annotations
+
+from django import forms
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import Value
+from django.db.models.functions import Lower
+
+from collectors import baseurls, fieldnames
+from collectors.choices import MAX_FIELDS_PER_SOURCE, MAX_SCHEMA_FIELDS
+from collectors.models import FieldDefinition, HostedCollector, Source, SourceField
+
+MIN_API_KEY_LENGTH = 8
+MAX_API_KEY_LENGTH = 4096
+
+
+def _same_name(queryset, name: str):
+    """Rows whose `name` equals `name` case-insensitively, as the DB sees it.
+
+    Lowering both sides in the database matches the unique constraints, which
+    are declared on Lower("name").
+    """
+    return queryset.alias(lname=Lower("name")).filter(lname=Lower(Value(name)))
+
+
+class CollectorForm(forms.ModelForm):
+    """Add or edit a hosted collector."""
+
+    class Meta:
+        model = HostedCollector
+        fields = ["name", "description", "category"]
+        labels = {"category": "Category"}
+        help_texts = {
+            "category": "Default source category for data from this collector.",
+        }
+        widgets = {"description": forms.Textarea(attrs={"rows": 3})}
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"]
+        others = HostedCollector.objects.exclude(pk=self.instance.pk)
+        if _same_name(others, name).exists():
+            raise ValidationError(
+                f"A hosted collector named “{name}” already exists.", code="unique"
+            )
+        return name
+
+
+class FieldRow:
+    """One key/value row of the Fields section, with its own messages."""
+
+    def __init__(self, key: str, value: str) -> None:
+        self.key = key
+        self.value = value
+        self.key_error: str | None = None
+        self.value_error: str | None = None
+        self.in_schema = False
+
+    @property
+    def is_blank(self) -> bool:
+        return not self.key and not self.value
+
+
+class SourceForm(forms.ModelForm):
+    """The KnowBe4 API source form, in the seed's order.
+
+    Field rows arrive as parallel `field_key` / `field_value` lists (the
+    "+Add Field" link adds a pair without a reload) and are checked here, each
+    row carrying its own message.
+    """
+
+    base_url_key = forms.ChoiceField(label="Base URL")
+    api_key = forms.CharField(
+        label="API Key",
+        required=False,
+        widget=forms.PasswordInput(
+            render_value=False,
+            attrs={"autocomplete": "new-password", "spellcheck": "false"},
+        ),
+    )
+    auto_add_fields = forms.BooleanField(
+        required=False,
+        label="Automatically add nonexistent fields to the Fields table schema",
+    )
+    initial_lookback_days = forms.IntegerField(
+        label="Initial look-back (days)",
+        min_value=1,
+        max_value=90,
+        initial=7,
+        help_text="How many past days the first collection reads (1 to 90).",
+    )
+    rescan_days = forms.IntegerField(
+        label="Re-scan window (days)",
+        min_value=0,
+        max_value=14,
+        initial=1,
+        help_text="Recent days read again to catch late events (0 to 14).",
+    )
+
+    class Meta:
+        model = Source
+        fields = [
+            "name",
+            "description",
+            "category",
+            "base_url_key",
+            "initial_lookback_days",
+            "rescan_days",
+        ]
+        labels = {"name": "Name", "category": "Source Category"}
+        help_texts = {
+            "name": "Displayed for the Source in the web application.",
+            "category": (
+                "Any string to tag the output collected from this Source. It is "
+                "stored in a searchable field called _sourceCategory."
+            ),
+        }
+        widgets = {"description": forms.Textarea(attrs={"rows": 2})}
+
+    def __init__(self, *args, collector: HostedCollector, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.collector = collector
+        self.instance.collector = collector
+        self.adding = self.instance.pk is None
+        self.fields["base_url_key"].choices = [("", "Select…"), *baseurls.choices()]
+        self.fields["description"].label = "Description"
+        if self.adding:
+            self.fields["api_key"].help_text = (
+                "Your secret KnowBe4 User Event API key (from the User Event API "
+                "Management Console)."
+            )
+        else:
+            self.fields["api_key"].help_text = (
+                "Leave blank to keep the current key (ending in "
+                f"…{self.instance.api_key_hint})."
+            )
+        self.schema = {
+            name.lower(): name
+            for name in FieldDefinition.objects.filter(enabled=True).values_list(
+                "name", flat=True
+            )
+        }
+        self.rows = self._initial_rows()
+        self.fields_error: str | None = None
+
+    def _initial_rows(self) -> list[FieldRow]:
+        """Rows from the POST when bound, else from the stored source."""
+        if self.is_bound:
+            keys = (
+                self.data.getlist("field_key") if hasattr(self.data, "getlist") else []
+            )
+            values = (
+                self.data.getlist("field_value")
+                if hasattr(self.data, "getlist")
+                else []
+            )
+            values = values + [""] * (len(keys) - len(values))
+            keys = keys + [""] * (len(values) - len(keys))
+            rows = [
+                FieldRow(k.strip(), v.strip())
+                for k, v in zip(keys, values, strict=True)
+            ]
+            rows = [row for row in rows if not row.is_blank]
+        elif not self.adding:
+            rows = [FieldRow(f.key, f.value) for f in self.instance.fields.all()]
+        else:
+            rows = []
+        for row in rows:
+            row.in_schema = row.key.lower() in self.schema
+        return rows
+
+    @property
+    def schema_names(self) -> list[str]:
+        """Enabled schema names, for the live check next to each key."""
+        return sorted(self.schema.values(), key=str.lower)
+
+    @property
+    def missing_keys(self) -> list[str]:
+        """Valid keys of this form that the enabled schema does not hold."""
+        return [r.key for r in self.rows if not r.key_error and not r.in_schema]
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"]
+        others = Source.objects.filter(collector=self.collector).exclude(
+            pk=self.instance.pk
+        )
+        if _same_name(others, name).exists():
+            raise ValidationError(
+                f"This collector already has a source named “{name}”.",
+                code="unique",
+            )
+        return name
+
+    def clean_api_key(self) -> str:
+        key = self.cleaned_data["api_key"].strip()
+        if not key:
+            if self.adding:
+                raise ValidationError("Enter the API key.", code="required")
+            return ""
+        if any(ch.isspace() for ch in key):
+            raise ValidationError(
+                "The API key may not contain spaces or line breaks.", code="invalid"
+            )
+        if len(key) < MIN_API_KEY_LENGTH:
+            raise ValidationError(
+                f"The API key has at least {MIN_API_KEY_LENGTH} characters.",
+                code="min_length",
+            )
+        if len(key) > MAX_API_KEY_LENGTH:
+            raise ValidationError(
+                f"The API key has at most {MAX_API_KEY_LENGTH} characters.",
+                code="max_length",
+            )
+        return key
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        self._check_rows()
+        if self.fields_error or any(r.key_error or r.value_error for r in self.rows):
+            self.add_error(None, self.fields_error or "Check the Fields rows below.")
+        elif cleaned.get("auto_add_fields"):
+            self._check_capacity()
+        return cleaned
+
+    def _check_rows(self) -> None:
+        """Each row's naming rules, duplicates, and the 10-field limit."""
+        if len(self.rows) > MAX_FIELDS_PER_SOURCE:
+            self.fields_error = (
+                f"A source has at most {MAX_FIELDS_PER_SOURCE} fields; "
+                f"{len(self.rows)} were given."
+            )
+        seen: set[str] = set()
+        for row in self.rows:
+            row.key_error = fieldnames.key_error(row.key)
+            row.value_error = fieldnames.value_error(row.value)
+            if not row.key_error and row.key.lower() in seen:
+                row.key_error = f"The field “{row.key}” is given twice."
+            seen.add(row.key.lower())
+
+    def _check_capacity(self) -> None:
+        """Auto-adding may not push the schema past its 200 fields."""
+        missing = {k.lower() for k in self.missing_keys}
+        if not missing:
+            return
+        existing = {
+            n.lower() for n in FieldDefinition.objects.values_list("name", flat=True)
+        }
+        new = missing - existing
+        if len(existing) + len(new) > MAX_SCHEMA_FIELDS:
+            self.add_error(
+                "auto_add_fields",
+                f"The Fields table schema is limited to {MAX_SCHEMA_FIELDS} fields "
+                f"and holds {len(existing)}; adding {len(new)} more would exceed it. "
+                "Remove fields on the Fields page or untick this option.",
+            )
+
+    def save(self, commit: bool = True) -> Source:
+        """Store the source, its fields and any schema additions atomically."""
+        source = super().save(commit=False)
+        if self.cleaned_data.get("api_key"):
+            source.set_api_key(self.cleaned_data["api_key"])
+        with transaction.atomic():
+            source.save()
+            source.fields.all().delete()
+            SourceField.objects.bulk_create(
+                SourceField(source=source, key=r.key, value=r.value) for r in self.rows
+            )
+            if self.cleaned_data.get("auto_add_fields"):
+                add_to_schema(self.missing_keys)
+        return source
+
+
+def add_to_schema(keys: list[str]) -> None:
+    """Enable existing (disabled) definitions of `keys` and create the others."""
+    lowered = {k.lower(): k for k in keys}
+    if not lowered:
+        return
+    existing = FieldDefinition.objects.alias(lname=Lower("name")).filter(
+        lname__in=list(lowered)
+    )
+    found = {d.name.lower() for d in existing}
+    existing.filter(enabled=False).update(enabled=True)
+    FieldDefinition.objects.bulk_create(
+        FieldDefinition(name=name) for low, name in lowered.items() if low not in found
+    )
+
+
+class FieldDefinitionForm(forms.ModelForm):
+    """Add a field to the Fields table schema (same naming rules as sources)."""
+
+    class Meta:
+        model = FieldDefinition
+        fields = ["name"]
+        labels = {"name": "Field name"}
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"].strip()
+        fieldnames.validate_field_key(name)
+        if _same_name(FieldDefinition.objects.all(), name).exists():
+            raise ValidationError(
+                f"The field “{name}” is already in the schema.", code="unique"
+            )
+        if FieldDefinition.objects.count() >= MAX_SCHEMA_FIELDS:
+            raise ValidationError(
+                f"The Fields table schema is full ({MAX_SCHEMA_FIELDS} fields). "
+                "Delete a field before adding another.",
+                code="capacity",
+            )
+        return name

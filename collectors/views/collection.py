@@ -1,0 +1,157 @@
+"""The Collection page and the hosted-collector add/edit/delete screens."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.db import IntegrityError, transaction
+from django.db.models import (
+    Exists,
+    F,
+    Func,
+    IntegerField,
+    OuterRef,
+    Prefetch,
+    Q,
+    Subquery,
+)
+from django.db.models.functions import Coalesce
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_http_methods
+
+from collectors.choices import Severity
+from collectors.forms import CollectorForm
+from collectors.models import HealthEvent, HostedCollector, Source
+
+COLLECTORS_PER_PAGE = 100
+
+
+def _count(queryset) -> Coalesce:
+    """A correlated COUNT(*) subquery: one scalar per row, no join to multiply."""
+    counted = (
+        queryset.order_by()
+        .annotate(n=Func(F("pk"), function="COUNT", output_field=IntegerField()))
+        .values("n")[:1]
+    )
+    return Coalesce(Subquery(counted, output_field=IntegerField()), 0)
+
+
+def _open(severity: str, **filters):
+    return HealthEvent.objects.filter(
+        resolved_at__isnull=True, severity=severity, **filters
+    )
+
+
+def sources_with_health():
+    """Sources annotated with their open error and warning counts."""
+    return Source.objects.annotate(
+        open_errors=_count(_open(Severity.ERROR, source=OuterRef("pk"))),
+        open_warnings=_count(_open(Severity.WARNING, source=OuterRef("pk"))),
+    )
+
+
+def collectors_with_health():
+    """Collectors annotated with open counts of their own and their sources'."""
+    mine = OuterRef("pk")
+    return HostedCollector.objects.annotate(
+        open_errors=_count(_open(Severity.ERROR, collector=mine))
+        + _count(_open(Severity.ERROR, source__collector=mine)),
+        open_warnings=_count(_open(Severity.WARNING, collector=mine))
+        + _count(_open(Severity.WARNING, source__collector=mine)),
+    )
+
+
+def _matching(q: str):
+    """(collectors, sources) querysets filtered by the filter box text."""
+    collectors = collectors_with_health().order_by("name", "pk")
+    sources = sources_with_health().order_by("name", "pk")
+    if q:
+        named = Q(name__icontains=q) | Q(category__icontains=q)
+        source_match = Source.objects.filter(named, collector=OuterRef("pk"))
+        collectors = collectors.filter(named | Q(Exists(source_match)))
+        sources = sources.filter(
+            named
+            | Q(collector__name__icontains=q)
+            | Q(collector__category__icontains=q)
+        )
+    return collectors, sources
+
+
+def collection(request):
+    """Manage Data > Collection: collectors with their sources nested beneath.
+
+    Runs a constant number of queries: one page of collectors with health
+    annotations and one prefetch of their sources, also annotated.
+    """
+    q = request.GET.get("q", "").strip()[:200]
+    collectors, sources = _matching(q)
+    collectors = collectors.prefetch_related(
+        Prefetch("sources", queryset=sources, to_attr="shown_sources")
+    )
+    page = Paginator(collectors, COLLECTORS_PER_PAGE).get_page(request.GET.get("page"))
+    return render(
+        request,
+        "collectors/collection.html",
+        {"page": page, "q": q, "nav": "collection"},
+    )
+
+
+def _save_collector(request, form: CollectorForm, verb: str):
+    """Save a valid collector form; a lost race on the name is a field error."""
+    try:
+        with transaction.atomic():
+            collector = form.save()
+    except IntegrityError:
+        form.add_error("name", "A hosted collector with this name already exists.")
+        return None
+    messages.success(request, f"Hosted collector “{collector.name}” {verb}.")
+    return redirect("collection")
+
+
+@require_http_methods(["GET", "POST"])
+def collector_add(request):
+    """Add Collector: a hosted collector to which sources are added."""
+    form = CollectorForm(request.POST or None)
+    if form.is_valid() and (response := _save_collector(request, form, "added")):
+        return response
+    return render(
+        request, "collectors/collector_form.html", {"form": form, "nav": "collection"}
+    )
+
+
+@require_http_methods(["GET", "POST"])
+def collector_edit(request, pk: int):
+    """Edit a hosted collector's name, description and category."""
+    collector = get_object_or_404(HostedCollector, pk=pk)
+    form = CollectorForm(request.POST or None, instance=collector)
+    if form.is_valid() and (response := _save_collector(request, form, "saved")):
+        return response
+    return render(
+        request,
+        "collectors/collector_form.html",
+        {"form": form, "collector": collector, "nav": "collection"},
+    )
+
+
+@require_http_methods(["GET", "POST"])
+def collector_delete(request, pk: int):
+    """Delete a collector after saying how many sources go with it.
+
+    Its sources are deleted with it; collected messages stay, since they keep
+    a copy of their metadata and lose only the link to the source.
+    """
+    collector = get_object_or_404(HostedCollector, pk=pk)
+    if request.method == "POST":
+        name = collector.name
+        collector.delete()
+        messages.success(request, f"Hosted collector “{name}” deleted.")
+        return redirect("collection")
+    return render(
+        request,
+        "collectors/collector_confirm_delete.html",
+        {
+            "collector": collector,
+            "source_count": collector.sources.count(),
+            "nav": "collection",
+        },
+    )

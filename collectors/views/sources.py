@@ -1,0 +1,121 @@
+"""Adding, editing and deleting KnowBe4 API sources."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.db import IntegrityError, transaction
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.debug import sensitive_post_parameters
+from django.views.decorators.http import require_http_methods
+
+from collectors.choices import SourceState
+from collectors.forms import SourceForm
+from collectors.models import HostedCollector, Source
+
+
+def source_types(request, pk: int):
+    """Add Source: the tiles of source types (KnowBe4 only) for a collector."""
+    collector = get_object_or_404(HostedCollector, pk=pk)
+    return render(
+        request,
+        "collectors/source_types.html",
+        {"collector": collector, "nav": "collection"},
+    )
+
+
+def _save_source(form: SourceForm) -> Source | None:
+    """Save a valid form in one transaction (an edit also bumps the config
+    version); a lost race on the name becomes a field error."""
+    try:
+        with transaction.atomic():
+            source = form.save()
+            if not form.adding:
+                source.reconfigured()
+        return source
+    except IntegrityError:
+        form.add_error("name", "This collector already has a source with this name.")
+        return None
+
+
+def _report_dropped(request, form: SourceForm) -> None:
+    """Say which fields will be dropped because the schema lacks them."""
+    if form.missing_keys and not form.cleaned_data.get("auto_add_fields"):
+        messages.warning(
+            request,
+            "These fields are not in the Fields table schema and will be dropped "
+            f"from collected messages: {', '.join(form.missing_keys)}.",
+        )
+
+
+def _render_form(request, form: SourceForm, source: Source | None = None):
+    return render(
+        request,
+        "collectors/source_form.html",
+        {
+            "form": form,
+            "collector": form.collector,
+            "source": source,
+            "nav": "collection",
+        },
+    )
+
+
+@sensitive_post_parameters("api_key")
+@require_http_methods(["GET", "POST"])
+def source_add(request, pk: int):
+    """The KnowBe4 API source form; Save creates the source in Pending."""
+    collector = get_object_or_404(HostedCollector, pk=pk)
+    form = SourceForm(request.POST or None, collector=collector)
+    if form.is_valid() and (source := _save_source(form)):
+        messages.success(
+            request,
+            f"Source “{source.name}” added to {collector.name}. It is Pending and "
+            "will start collecting shortly.",
+        )
+        _report_dropped(request, form)
+        return redirect("collection")
+    return _render_form(request, form)
+
+
+@sensitive_post_parameters("api_key")
+@require_http_methods(["GET", "POST"])
+def source_edit(request, pk: int):
+    """Edit a source; the change applies to data collected from now on."""
+    source = get_object_or_404(Source.objects.select_related("collector"), pk=pk)
+    if source.state == SourceState.STOPPING:
+        messages.error(request, f"Source “{source.name}” is being deleted.")
+        return redirect("collection")
+    form = SourceForm(request.POST or None, instance=source, collector=source.collector)
+    if form.is_valid() and (saved := _save_source(form)):
+        messages.success(
+            request,
+            f"Source “{saved.name}” saved. Changes apply to data collected from "
+            "now on.",
+        )
+        _report_dropped(request, form)
+        return redirect("collection")
+    return _render_form(request, form, source)
+
+
+@require_http_methods(["GET", "POST"])
+def source_delete(request, pk: int):
+    """Delete asks first; the POST moves the source to Stopping.
+
+    The engine finishes the removal; messages already collected are kept.
+    """
+    source = get_object_or_404(Source.objects.select_related("collector"), pk=pk)
+    if request.method == "POST":
+        if source.request_stop():
+            messages.success(
+                request,
+                f"Source “{source.name}” is stopping and will be deleted. Messages "
+                "already collected are kept.",
+            )
+        else:
+            messages.info(request, f"Source “{source.name}” is already stopping.")
+        return redirect("collection")
+    return render(
+        request,
+        "collectors/source_confirm_delete.html",
+        {"source": source, "nav": "collection"},
+    )
