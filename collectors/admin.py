@@ -1,0 +1,198 @@
+"""Django admin for every model of the app.
+
+The API key is never shown: the Source admin excludes the encrypted column and
+shows only the 4-character hint. Records written by the engine (health events,
+log messages, state transitions, API-key usage) are read-only here.
+"""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin
+
+from collectors import baseurls
+from collectors.models import (
+    ApiKeyUsage,
+    FieldDefinition,
+    HealthEvent,
+    HostedCollector,
+    LogMessage,
+    Source,
+    SourceField,
+    StateTransition,
+)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Browse and search only: these rows are facts recorded by the engine."""
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class SourceInline(admin.TabularInline):
+    model = Source
+    fields = ["name", "category", "state", "base_url_key", "api_key_hint"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(HostedCollector)
+class HostedCollectorAdmin(admin.ModelAdmin):
+    list_display = ["name", "category", "created", "updated"]
+    search_fields = ["name", "description", "category"]
+    list_filter = ["created"]
+    inlines = [SourceInline]
+
+
+class SourceFieldInline(admin.TabularInline):
+    model = SourceField
+    extra = 0
+    max_num = 10
+
+
+class SourceAdminForm(forms.ModelForm):
+    """Keeps the Base URL to the allow-list, as the source form does."""
+
+    base_url_key = forms.ChoiceField(label="Base URL")
+
+    class Meta:
+        model = Source
+        fields = [
+            "collector",
+            "name",
+            "description",
+            "category",
+            "base_url_key",
+            "initial_lookback_days",
+            "rescan_days",
+        ]
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["base_url_key"].choices = baseurls.choices()
+
+
+@admin.register(Source)
+class SourceAdmin(admin.ModelAdmin):
+    """Sources; the encrypted key column is excluded, its hint read-only."""
+
+    form = SourceAdminForm
+
+    list_display = [
+        "name",
+        "collector",
+        "category",
+        "state",
+        "error_type",
+        "base_url_key",
+        "api_key_hint",
+        "config_version",
+        "last_success_at",
+    ]
+    list_filter = ["state", "error_type", "base_url_key", "collector"]
+    search_fields = ["name", "category", "collector__name"]
+    list_select_related = ["collector"]
+    exclude = ["api_key_encrypted"]
+    readonly_fields = [
+        "api_key_hint",
+        "state",
+        "state_changed",
+        "error_type",
+        "config_version",
+        "last_complete_day",
+        "cursor_day",
+        "cursor_page",
+        "error_streak_started",
+        "next_attempt_at",
+        "last_success_at",
+        "lease_owner",
+        "lease_expires",
+        "dropped_fields",
+        "created",
+        "updated",
+    ]
+    inlines = [SourceFieldInline]
+
+    def has_add_permission(self, request) -> bool:
+        """Sources are added through the KnowBe4 form, which takes the key."""
+        return False
+
+    def save_model(self, request, obj, form, change) -> None:
+        """An edit here is a reconfiguration too (new config version)."""
+        super().save_model(request, obj, form, change)
+        if change:
+            obj.reconfigured()
+
+
+@admin.register(FieldDefinition)
+class FieldDefinitionAdmin(admin.ModelAdmin):
+    list_display = ["name", "enabled", "created"]
+    list_filter = ["enabled"]
+    search_fields = ["name"]
+
+
+@admin.register(StateTransition)
+class StateTransitionAdmin(ReadOnlyAdmin):
+    list_display = ["at", "source", "from_state", "to_state", "reason"]
+    list_filter = ["to_state", "from_state"]
+    search_fields = ["source__name", "reason"]
+    list_select_related = ["source"]
+    date_hierarchy = "at"
+
+
+@admin.register(HealthEvent)
+class HealthEventAdmin(ReadOnlyAdmin):
+    list_display = [
+        "event_name",
+        "severity",
+        "source",
+        "collector",
+        "error_code",
+        "count",
+        "first_seen",
+        "last_seen",
+        "resolved_at",
+    ]
+    list_filter = ["severity", "event_name", "error_type", "resolved_at"]
+    search_fields = ["message", "error_code", "source__name", "collector__name"]
+    list_select_related = ["source", "collector"]
+
+
+@admin.register(LogMessage)
+class LogMessageAdmin(ReadOnlyAdmin):
+    list_display = [
+        "event_id",
+        "message_time",
+        "event_type",
+        "risk_level",
+        "user_email",
+        "source_name",
+        "source_category",
+        "collector_name",
+    ]
+    list_filter = ["event_type", "collector_name", "source_category"]
+    search_fields = ["event_id", "user_email", "event_type", "source_name"]
+    list_select_related = ["source"]
+    date_hierarchy = "message_time"
+    show_full_result_count = False
+
+
+@admin.register(ApiKeyUsage)
+class ApiKeyUsageAdmin(ReadOnlyAdmin):
+    """Only a fingerprint of each key is stored; never the key itself."""
+
+    list_display = ["__str__", "day", "requests_today", "quota_reset_at"]
+    list_filter = ["day"]
+    search_fields = ["key_hash"]
