@@ -15,9 +15,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import requests
+import urllib3
 
 from collectors.choices import ErrorType
 
@@ -80,8 +81,12 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        return max(0.0, seconds) if seconds == seconds else None  # NaN: ignore
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
@@ -90,6 +95,16 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
         when = when.replace(tzinfo=UTC)
     now = time.time() if now is None else now
     return max(0.0, when.timestamp() - now)
+
+
+def _is_read_timeout(exc: BaseException) -> bool:
+    """requests reports a read timeout while streaming the body as a
+    ConnectionError wrapping urllib3's ReadTimeoutError."""
+    return any(isinstance(arg, urllib3.exceptions.ReadTimeoutError) for arg in exc.args)
+
+
+def _looks_like_html(body: bytes) -> bool:
+    return body.lstrip()[:1] == b"<"
 
 
 def _excerpt(body: bytes, limit: int = 200) -> str:
@@ -115,6 +130,9 @@ class KnowBe4Client:
         after_request: Callable[[], None] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        # A key no HTTP header can carry is a configuration error, found before
+        # any request (and never echoed: requests would quote it in its error).
+        self.key_usable = bool(api_key) and all(33 <= ord(ch) <= 126 for ch in api_key)
         self.host = urlsplit(self.base_url).netloc
         self.timeout = (connect_timeout, read_timeout)
         self.throttle = throttle
@@ -153,6 +171,12 @@ class KnowBe4Client:
 
     def _get(self, path: str, params: dict) -> bytes:
         """GET a path; return the body of a 200 or raise a classified error."""
+        if not self.key_usable:
+            raise ConfigError(
+                "invalid_key",
+                "The API key is empty or contains characters an API key cannot "
+                "have (spaces, line breaks, non-ASCII). Paste it again.",
+            )
         if self.throttle:
             self.throttle()
         try:
@@ -171,7 +195,17 @@ class KnowBe4Client:
             raise TransientError(
                 "timeout", f"KnowBe4 did not answer in time ({type(exc).__name__})."
             ) from None
-        except requests.ConnectionError:
+        except requests.exceptions.ChunkedEncodingError:
+            raise TransientError(
+                "truncated_body",
+                "KnowBe4's response ended before the length it announced "
+                "(connection cut mid-body).",
+            ) from None
+        except requests.ConnectionError as exc:
+            if _is_read_timeout(exc):
+                raise TransientError(
+                    "timeout", "KnowBe4 stopped sending the response (read timeout)."
+                ) from None
             raise TransientError(
                 "connection_error", f"Could not connect to {self.host}."
             ) from None
@@ -188,6 +222,13 @@ class KnowBe4Client:
 
     def _read_capped(self, resp: requests.Response) -> bytes:
         """Read the body, refusing one over MAX_BODY_BYTES or cut short."""
+        announced = resp.headers.get("Content-Length", "")
+        if announced.isdigit() and int(announced) > MAX_BODY_BYTES:
+            raise TransientError(
+                "body_too_large",
+                f"KnowBe4 announced a response over {MAX_BODY_BYTES // 2**20} MB.",
+                status=resp.status_code,
+            )
         chunks, size = [], 0
         for chunk in resp.iter_content(64 * 1024):
             size += len(chunk)
@@ -204,7 +245,7 @@ class KnowBe4Client:
         status = resp.status_code
         if status == 200:
             return
-        text = _excerpt(body)
+        text = self._scrub(_excerpt(body))
         retry_after = parse_retry_after(resp.headers.get("Retry-After"))
         if "limit exceeded" in text.lower():
             raise QuotaExceeded(
@@ -241,6 +282,8 @@ class KnowBe4Client:
                 status=status,
             )
         reason = resp.reason or "error"
+        if _looks_like_html(body):
+            text = "an HTML error page"
         raise TransientError(
             f"http_{status}",
             f"KnowBe4 answered HTTP {status} {reason}" + (f": {text}" if text else "."),
@@ -248,16 +291,39 @@ class KnowBe4Client:
             retry_after=retry_after,
         )
 
+    def _scrub(self, text: str) -> str:
+        """Remove the key from text quoted from a response (a server that
+        echoes request headers must not put the key in a health event)."""
+        key = self.session.headers.get("Authorization", "")[len("Bearer ") :]
+        return text.replace(key, "[key]") if key else text
+
+    def get_event(self, event_id: str) -> dict:
+        """Read one event by id (`GET /events/{id}`)."""
+        body = self._get("/events/" + quote(event_id, safe=""), {})
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            raise TransientError("invalid_json", "KnowBe4 sent invalid JSON.") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("data"), dict):
+            raise TransientError(
+                "missing_data", "KnowBe4's response has no 'data' object."
+            )
+        return doc["data"]
+
     def _parse_page(self, body: bytes) -> EventsPage:
         """Validate the `{"data": [...], "meta": {...}}` envelope and each event."""
         try:
             doc = json.loads(body)
         except ValueError:
-            kind = "an HTML page" if body.lstrip()[:1] == b"<" else "invalid JSON"
+            if _looks_like_html(body):
+                raise TransientError(
+                    "html_page",
+                    "KnowBe4 sent an HTML page instead of JSON (a proxy or "
+                    "maintenance page?).",
+                ) from None
             raise TransientError(
                 "invalid_json",
-                f"KnowBe4 sent {kind} instead of JSON (possibly truncated; "
-                f"{len(body)} bytes).",
+                f"KnowBe4 sent invalid JSON (possibly truncated; {len(body)} bytes).",
             ) from None
         if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
             raise TransientError(
