@@ -48,3 +48,10 @@ def _plural(n: int, word: str) -> str:
 def health_tooltip(errors: int, warnings: int) -> str:
     """The seed's tooltip: a count of the detected errors and warnings."""
     return f"{_plural(errors, 'error')}, {_plural(warnings, 'warning')}"
+
+
+def last_success_text(when) -> str:
+    """The tooltip's second line: when the resource last collected successfully."""
+    if when is None:
+        return "No successful collection yet"
+    return f"Last successful collection: {when:%Y-%m-%d %H:%M} UTC"

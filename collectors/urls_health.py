@@ -4,12 +4,26 @@ from __future__ import annotations
 
 from django.urls import path
 
-from collectors.views import health
+from collectors.views import health, messages, status
 
 urlpatterns = [
     path("sources/<int:pk>/", health.source_detail, name="source-detail"),
     path("sources/<int:pk>/health/", health.source_health, name="source-health"),
+    path("sources/<int:pk>/restart/", health.source_restart, name="source-restart"),
     path(
         "collectors/<int:pk>/health/", health.collector_health, name="collector-health"
+    ),
+    path("collection/status/", status.collection_status, name="collection-status"),
+    path("health-events/", health.health_events, name="health-events"),
+    path(
+        "health-events/<int:pk>/",
+        health.health_event_detail,
+        name="health-event-detail",
+    ),
+    path("messages/", messages.messages, name="messages"),
+    path(
+        "messages/export.<str:fmt>",
+        messages.messages_export,
+        name="messages-export",
     ),
 ]

@@ -1,17 +1,38 @@
-"""Template helpers that draw a resource's health with the one status mapping."""
+"""Template helpers that draw a resource's health with the one status mapping,
+and the inline SVG chart of the messages page."""
 
 from __future__ import annotations
 
 from django import template
+from django.db.models import Max
 
 from collectors import status
 
 register = template.Library()
 
+_MISSING = object()
+
+
+def _last_success(obj):
+    """When a source (or any source of a collector) last collected successfully.
+
+    A source carries it as a field; a collector may carry a `last_success_at`
+    annotation, or its prefetched `shown_sources` (the Collection page's), so
+    drawing a row costs no query; otherwise one aggregate query.
+    """
+    value = getattr(obj, "last_success_at", _MISSING)
+    if value is not _MISSING:
+        return value
+    shown = getattr(obj, "shown_sources", None)
+    if shown is not None:
+        stamps = [s.last_success_at for s in shown if s.last_success_at]
+        return max(stamps) if stamps else None
+    return obj.sources.aggregate(last=Max("last_success_at"))["last"]
+
 
 @register.simple_tag
 def health_status(obj) -> dict:
-    """The look, tooltip and panel URL of a source or collector.
+    """The look, tooltip, last success and panel URL of a source or collector.
 
     Reads the `open_errors` / `open_warnings` annotations that list views add
     (so drawing a row costs no query), falling back to a query otherwise.
@@ -23,10 +44,54 @@ def health_status(obj) -> dict:
     look = status.health_look(
         errors, warnings, neutral=getattr(obj, "is_neutral", False)
     )
+    last = _last_success(obj)
     return {
         "look": look,
         "errors": errors,
         "warnings": warnings,
         "tooltip": status.health_tooltip(errors, warnings),
+        "last_success": last,
+        "last_success_text": status.last_success_text(last),
         "panel_url": obj.get_health_url(),
+    }
+
+
+CHART_W, CHART_H, CHART_PAD = 1200, 150, 24
+
+
+@register.inclusion_tag("collectors/_messages_chart.html")
+def day_chart(per_day: list) -> dict:
+    """Bars of messages per day as inline SVG geometry (no chart library).
+
+    Heights are scaled to the busiest day; every bar keeps a title so the
+    exact count shows on hover and reaches screen readers.
+    """
+    n = len(per_day) or 1
+    peak = max((count for _, count in per_day), default=0) or 1
+    slot = (CHART_W - CHART_PAD) / n
+    usable = CHART_H - CHART_PAD
+    bars = []
+    for i, (day, count) in enumerate(per_day):
+        h = round(usable * count / peak, 1)
+        bars.append(
+            {
+                "x": round(CHART_PAD + i * slot + slot * 0.1, 1),
+                "y": round(usable - h, 1),
+                "w": round(max(slot * 0.8, 1), 1),
+                "h": h,
+                "cx": round(CHART_PAD + i * slot + slot / 2, 1),
+                "day": day,
+                "count": count,
+            }
+        )
+    step = max(1, n // 8)
+    labels = [b for i, b in enumerate(bars) if i % step == 0]
+    return {
+        "bars": bars,
+        "labels": labels,
+        "peak": peak if per_day else 0,
+        "width": CHART_W,
+        "height": CHART_H,
+        "base": usable,
+        "pad": CHART_PAD,
     }

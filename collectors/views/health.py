@@ -1,12 +1,26 @@
-"""Health views: the Health Events panel fragments and the source page."""
+"""Health views: the Health Events panel fragments, the Health Events page and
+its detail view, and the source page with its Restart action."""
 
 from __future__ import annotations
 
-from django.shortcuts import get_object_or_404, render
+from datetime import timedelta
 
+from django.conf import settings
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_POST
+
+from collectors import crypto, retry
+from collectors.choices import SourceState
 from collectors.models import HealthEvent, HostedCollector, Source
+from collectors.search import HealthEventFilterForm
+
+EVENTS_PER_PAGE = 50
 
 
+@require_GET
 def source_health(request, pk: int):
     """The Health Events panel of one source (a server-rendered fragment)."""
     source = get_object_or_404(Source.objects.select_related("collector"), pk=pk)
@@ -14,10 +28,16 @@ def source_health(request, pk: int):
     return render(
         request,
         "collectors/_health_panel.html",
-        {"resource": source, "kind": "Source", "events": events},
+        {
+            "resource": source,
+            "kind": "Source",
+            "events": events,
+            "history_query": f"source={source.pk}",
+        },
     )
 
 
+@require_GET
 def collector_health(request, pk: int):
     """The Health Events panel of a collector: its own and its sources' events."""
     collector = get_object_or_404(HostedCollector, pk=pk)
@@ -27,15 +47,124 @@ def collector_health(request, pk: int):
     return render(
         request,
         "collectors/_health_panel.html",
-        {"resource": collector, "kind": "Collector", "events": events},
+        {
+            "resource": collector,
+            "kind": "Collector",
+            "events": events,
+            "history_query": f"collector={collector.pk}",
+        },
     )
 
 
+@require_GET
+def health_events(request):
+    """Every health event, open and resolved: filters, sorting, pages.
+
+    A constant number of queries whatever the page shows: the filter
+    dropdowns, one COUNT and one page with its resources joined.
+    """
+    form = HealthEventFilterForm(request.GET)
+    events = form.filter(
+        HealthEvent.objects.select_related("source__collector", "collector")
+    )
+    page = Paginator(events, EVENTS_PER_PAGE).get_page(request.GET.get("page"))
+    params = request.GET.copy()
+    params.pop("page", None)
+    sort_params = params.copy()
+    sort_params.pop("sort", None)
+    return render(
+        request,
+        "collectors/health_events.html",
+        {
+            "nav": "health-events",
+            "form": form,
+            "page": page,
+            "query": params.urlencode(),
+            "sort_query": sort_params.urlencode(),
+            "sort": request.GET.get("sort", "-last_seen"),
+        },
+    )
+
+
+@require_GET
+def health_event_detail(request, pk: int):
+    """One health event in full, with links to its resource."""
+    event = get_object_or_404(
+        HealthEvent.objects.select_related("source__collector", "collector"), pk=pk
+    )
+    return render(
+        request,
+        "collectors/health_event_detail.html",
+        {"nav": "health-events", "event": event},
+    )
+
+
+def _requests_today(source: Source) -> int | None:
+    """Requests made today with this source's key, or None if it is unreadable.
+
+    The key is decrypted here, server-side, only to compute its fingerprint;
+    neither the key nor the fingerprint reaches the page.
+    """
+    from collectors import ratelimit
+
+    try:
+        fingerprint = crypto.key_fingerprint(source.get_api_key())
+    except crypto.KeyUnreadable:
+        return None
+    return ratelimit.requests_today(fingerprint)
+
+
+def _quota_blocked_until(source: Source):
+    from collectors import ratelimit
+
+    try:
+        fingerprint = crypto.key_fingerprint(source.get_api_key())
+    except crypto.KeyUnreadable:
+        return None
+    return ratelimit.quota_blocked_until(fingerprint)
+
+
+@require_GET
 def source_detail(request, pk: int):
-    """What a source is doing: state, timeline of transitions, checkpoint."""
+    """What a source is doing: state and timeline, checkpoint, retries, volume."""
     source = get_object_or_404(Source.objects.select_related("collector"), pk=pk)
+    now = timezone.now()
+    collected = source.messages.all()
+    gives_up_at = (
+        retry.window_end(source.error_streak_started)
+        if source.error_streak_started
+        else None
+    )
     return render(
         request,
         "collectors/source_detail.html",
-        {"source": source, "transitions": source.transitions.all()},
+        {
+            "nav": "collection",
+            "source": source,
+            "transitions": source.transitions.all(),
+            "open_events": HealthEvent.objects.open().filter(source=source),
+            "gives_up_at": gives_up_at,
+            "messages_total": collected.count(),
+            "messages_24h": collected.filter(
+                receipt_time__gte=now - timedelta(hours=24)
+            ).count(),
+            "requests_today": _requests_today(source),
+            "daily_quota": getattr(settings, "KNOWBE4_DAILY_QUOTA", None),
+            "quota_blocked_until": _quota_blocked_until(source),
+            "dropped_fields": sorted(source.dropped_fields.items()),
+            "can_restart": source.state == SourceState.ERROR,
+        },
     )
+
+
+@require_POST
+def source_restart(request, pk: int):
+    """Restart: a source in Error goes back to Pending, keeping its checkpoint."""
+    source = get_object_or_404(Source, pk=pk)
+    if source.restart():
+        messages.success(request, f"Source “{source.name}” restarted.")
+    else:
+        messages.warning(
+            request, f"Source “{source.name}” is not in Error: nothing to restart."
+        )
+    return redirect(source.get_absolute_url())
