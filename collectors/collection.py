@@ -1,0 +1,738 @@
+"""One collection run of one source: lease, states, pages, checkpoint, errors.
+
+`run(source_id)` is what the django-q2 task and `manage.py collect` call. It
+never raises: every failure is classified (the seed's error types), recorded
+as a health event and turned into a next attempt time, and the run returns a
+`RunResult` that says what happened (ids and counts only, never the key).
+
+Why it cannot lose or duplicate an event:
+- a per-source lease (one conditional UPDATE) keeps a second delivery of the
+  same task from running at the same time;
+- each page's new messages and the checkpoint move in ONE transaction whose
+  checkpoint UPDATE also checks that the lease is still ours and the source is
+  not being deleted (otherwise the page is rolled back), and no transaction is
+  open while an HTTP request is in flight;
+- (source, event id) is unique in the database, so a page read twice (after a
+  crash, or in the re-scan window) adds only the events not stored yet.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+import traceback
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as dtime
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from collectors import crypto, health, retry
+from collectors.choices import ErrorType, Severity, SourceState
+from collectors.knowbe4.client import (
+    ConfigError,
+    EventsPage,
+    KnowBe4Client,
+    QuotaExceeded,
+    TooManyRequests,
+    TransientError,
+    parse_occurred,
+)
+from collectors.models import FieldDefinition, LogMessage, Source
+
+logger = logging.getLogger(__name__)
+
+# The lease is shorter than Q_CLUSTER["retry"] (so a lost worker's task is
+# redelivered only after the lease is free) and longer than one run's budget;
+# every stored page renews it.
+LEASE = timedelta(seconds=240)
+RUN_BUDGET_SECONDS = 120.0
+MAX_PAGES_PER_RUN = 2000
+# A closed day is read once its next day is this old: late writes settle.
+SETTLE_DELAY = timedelta(minutes=10)
+# A 429 Too Many Requests with a Retry-After this short is waited out in the run.
+INLINE_RETRY_AFTER = 5.0
+
+COLLECTING_STATES = (
+    SourceState.STARTED,
+    SourceState.INITIALIZED,
+    SourceState.AUTHENTICATED,
+    SourceState.COLLECTING,
+)
+
+sleep = time.sleep  # Replaced by tests that must not really wait.
+
+
+def _setting(name: str, default):
+    return getattr(settings, name, default)
+
+
+def lease_duration() -> timedelta:
+    return _setting("COLLECTION_LEASE", LEASE)
+
+
+def settle_delay() -> timedelta:
+    return _setting("COLLECTION_SETTLE_DELAY", SETTLE_DELAY)
+
+
+# --- days -------------------------------------------------------------------
+
+
+def last_collectable_day(now: datetime) -> date:
+    """The newest closed UTC day: day D once now >= D+1 00:00 UTC + settle."""
+    return (now.astimezone(UTC) - settle_delay()).date() - timedelta(days=1)
+
+
+def collectable_at(day: date) -> datetime:
+    """When `day` becomes collectable (the moment a caught-up source is due)."""
+    midnight = datetime.combine(day + timedelta(days=1), dtime.min, tzinfo=UTC)
+    return midnight + settle_delay()
+
+
+def start_point(source: Source, last: date) -> tuple[date, int] | None:
+    """Where this run reads first: the checkpoint, or the start of a new pass.
+
+    A pass starts when a day closed after `last_complete_day`; it re-reads the
+    `rescan_days` days before it to catch backdated events. The first pass
+    reads the initial look-back. None means there is nothing to read yet.
+    """
+    if source.cursor_day is not None:
+        return source.cursor_day, max(1, source.cursor_page)
+    if source.last_complete_day is None:
+        return last - timedelta(days=source.initial_lookback_days - 1), 1
+    if source.last_complete_day < last:
+        first_new = source.last_complete_day + timedelta(days=1)
+        return first_new - timedelta(days=source.rescan_days), 1
+    return None
+
+
+# --- the lease ----------------------------------------------------------------
+
+
+def new_owner() -> str:
+    """host:pid:random, so a lease left by a killed process can be recognised."""
+    return f"{socket.gethostname()[:36]}:{os.getpid()}:{uuid.uuid4().hex[:16]}"
+
+
+def _owner_is_dead(owner: str) -> bool:
+    """Whether `owner` is a process of this host that no longer runs."""
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname()[:36] or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:  # A killed child not yet reaped by its parent is a zombie: dead too.
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rpartition(")")[2].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def take_lease(source_id: int, owner: str) -> bool:
+    """Take the source's lease with one conditional UPDATE; False if held.
+
+    A lease whose holder was a process of this host that has died (SIGKILL,
+    OOM) is taken over at once rather than after it expires.
+    """
+    now = timezone.now()
+    values = {"lease_owner": owner, "lease_expires": now + lease_duration()}
+    free = Q(lease_expires__isnull=True) | Q(lease_expires__lt=now)
+    if Source.objects.filter(free, pk=source_id).update(**values):
+        return True
+    held = (
+        Source.objects.filter(pk=source_id)
+        .values_list("lease_owner", flat=True)
+        .first()
+    )
+    if held and _owner_is_dead(held):
+        logger.info("source %s: taking over the lease of a dead worker", source_id)
+        return bool(
+            Source.objects.filter(pk=source_id, lease_owner=held).update(**values)
+        )
+    return False
+
+
+def dead_leases() -> list[int]:
+    """Ids of sources whose lease is held by a dead process of this host."""
+    held = Source.objects.filter(lease_expires__gte=timezone.now()).exclude(
+        lease_owner=""
+    )
+    return [
+        pk
+        for pk, owner in held.values_list("pk", "lease_owner")
+        if _owner_is_dead(owner)
+    ]
+
+
+def release_lease(source_id: int, owner: str) -> None:
+    """Give the lease back (and the dispatch mark) if it is still ours."""
+    Source.objects.filter(pk=source_id, lease_owner=owner).update(
+        lease_owner="", lease_expires=None, dispatched_at=None
+    )
+
+
+def mark_started(source: Source, reason: str = "Collection task created") -> bool:
+    """Pending -> Started: a collection task now exists for the source."""
+    if source.state != SourceState.PENDING:
+        return source.state in COLLECTING_STATES
+    return source.transition(SourceState.STARTED, reason, expect=SourceState.PENDING)
+
+
+# --- results and internal signals -------------------------------------------
+
+
+@dataclass
+class RunResult:
+    """What one run did; safe to store as a task result (no secrets)."""
+
+    source_id: int
+    outcome: str
+    requests: int = 0
+    pages: int = 0
+    stored: int = 0
+    more: bool = False  # Stopped by its budget with work left: due again now.
+
+    def __str__(self) -> str:
+        return (
+            f"source {self.source_id}: {self.outcome}, {self.requests} request(s), "
+            f"{self.pages} page(s), {self.stored} new message(s)"
+        )
+
+
+class _Abandon(Exception):
+    """The page could not be committed: lease lost, source stopping or gone."""
+
+
+class _Stopping(Exception):
+    """The source was deleted by a user: finish its removal."""
+
+
+class _QuotaBlocked(Exception):
+    """Another run already found the key's daily quota spent."""
+
+    def __init__(self, until: datetime) -> None:
+        super().__init__("quota blocked")
+        self.until = until
+
+
+# --- the run ----------------------------------------------------------------
+
+
+def run(
+    source_id: int,
+    *,
+    budget_seconds: float | None = None,
+    max_pages: int | None = None,
+) -> RunResult:
+    """Collect what is due for one source; never raises.
+
+    Takes the lease or returns at once ("lease_held") without a request.
+    `budget_seconds`/`max_pages` bound the work (defaults from settings
+    COLLECTION_RUN_BUDGET_SECONDS/COLLECTION_MAX_PAGES_PER_RUN); a run cut
+    short sets `more` and leaves the source due at once.
+    """
+    owner = new_owner()
+    try:
+        if not take_lease(source_id, owner):
+            exists = Source.objects.filter(pk=source_id).exists()
+            return RunResult(source_id, "lease_held" if exists else "gone")
+    except Exception:  # The database itself is unavailable: nothing to record.
+        logger.exception("source %s: could not take the lease", source_id)
+        return RunResult(source_id, "failed")
+    budget = budget_seconds or _setting(
+        "COLLECTION_RUN_BUDGET_SECONDS", RUN_BUDGET_SECONDS
+    )
+    pages = max_pages or _setting("COLLECTION_MAX_PAGES_PER_RUN", MAX_PAGES_PER_RUN)
+    collection_run = _Run(source_id, owner, time.monotonic() + budget, pages)
+    try:
+        result = collection_run.execute()
+    finally:
+        try:
+            release_lease(source_id, owner)
+        except Exception:
+            logger.exception("source %s: could not release the lease", source_id)
+    logger.info("%s", result)
+    return result
+
+
+class _Run:
+    """The state of one run; `execute` is the whole of it."""
+
+    def __init__(
+        self, source_id: int, owner: str, deadline: float, max_pages: int
+    ) -> None:
+        self.source_id = source_id
+        self.owner = owner
+        self.deadline = deadline
+        self.max_pages = max_pages
+        self.source: Source | None = None
+        self.secret = ""
+        self.key_hash = ""
+        self.result = RunResult(source_id, "collected")
+        self.fields: dict[str, str] = {}
+        self.dropped: list[str] = []
+        self.dropped_counts: dict[str, int] = {}
+        self.authenticated = False
+
+    # The outer frame: classify whatever happens.
+    def execute(self) -> RunResult:
+        try:
+            self._collect()
+        except _Stopping:
+            self._delete_source()
+        except _Abandon:
+            self._after_abandon()
+        except Source.DoesNotExist:
+            self.result.outcome = "gone"
+        except (ConfigError, crypto.KeyUnreadable) as exc:
+            self._guard(self._config_error, exc)
+        except _QuotaBlocked as exc:
+            self._guard(self._quota, exc.until, None)
+        except QuotaExceeded as exc:
+            self._guard(self._quota, None, exc)
+        except TooManyRequests as exc:
+            self._guard(self._throttled, exc)
+        except TransientError as exc:
+            self._guard(
+                self._generic_error,
+                ErrorType.THIRD_PARTY_GENERIC,
+                exc.code,
+                exc.message,
+            )
+        except Exception as exc:
+            logger.error(
+                "source %s: internal error\n%s",
+                self.source_id,
+                self._scrub(traceback.format_exc()),
+            )
+            self._guard(
+                self._generic_error,
+                ErrorType.FIRST_PARTY_GENERIC,
+                type(exc).__name__,
+                f"Internal error while collecting ({type(exc).__name__}: "
+                f"{self._scrub(str(exc))[:300]}).",
+            )
+        return self.result
+
+    def _guard(self, handler, *args) -> None:
+        """Run a failure handler; if even that fails (database down), log it."""
+        try:
+            handler(*args)
+        except _Stopping:
+            self._delete_source()
+        except Exception:
+            self.result.outcome = "failed"
+            logger.error(
+                "source %s: could not record a failure\n%s",
+                self.source_id,
+                self._scrub(traceback.format_exc()),
+            )
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self.secret, "[redacted]") if self.secret else text
+
+    # The happy path.
+    def _collect(self) -> None:
+        source = Source.objects.select_related("collector").get(pk=self.source_id)
+        self.source = source
+        now = timezone.now()
+        if source.state == SourceState.STOPPING:
+            raise _Stopping
+        if source.state == SourceState.ERROR:
+            self.result.outcome = "error_state"
+            return
+        if source.next_attempt_at and source.next_attempt_at > now:
+            self.result.outcome = "not_due"
+            return
+        if source.state == SourceState.PENDING:
+            mark_started(source, "Collection run started")
+            self._check_moved(SourceState.STARTED)
+        base = source.base_url
+        if base is None:
+            raise ConfigError(
+                "unknown_base_url",
+                f"The Base URL '{source.base_url_key}' is no longer allowed.",
+            )
+        api_key = source.get_api_key()
+        self.secret = api_key
+        self.key_hash = crypto.key_fingerprint(api_key)
+        self._load_fields()
+        self._advance(
+            SourceState.INITIALIZED,
+            (SourceState.STARTED,),
+            "Configuration loaded and API key decrypted",
+        )
+        from collectors import ratelimit
+
+        blocked = ratelimit.quota_blocked_until(self.key_hash)
+        if blocked and blocked > now:
+            raise _QuotaBlocked(blocked)
+        limiter = ratelimit.limiter_for(self.key_hash)
+        with KnowBe4Client(
+            base.url,
+            api_key,
+            throttle=limiter.acquire,
+            after_request=limiter.release,
+        ) as client:
+            self._read_pages(client, now)
+
+    def _read_pages(self, client: KnowBe4Client, now: datetime) -> None:
+        source = self.source
+        last = last_collectable_day(now)
+        point = start_point(source, last)
+        day, page = point if point else (None, 1)
+        while day is not None and day <= last:
+            if self._out_of_budget():
+                self.result.more = True
+                break
+            events_page = self._fetch(client, day, page)
+            self._advance(
+                SourceState.AUTHENTICATED,
+                (SourceState.STARTED, SourceState.INITIALIZED),
+                "First successful call to KnowBe4",
+            )
+            day, page = self._store(events_page, day, page, last)
+            self._advance(
+                SourceState.COLLECTING,
+                (
+                    SourceState.STARTED,
+                    SourceState.INITIALIZED,
+                    SourceState.AUTHENTICATED,
+                ),
+                "First page stored",
+            )
+        self._finish(last)
+
+    def _out_of_budget(self) -> bool:
+        return self.result.pages >= self.max_pages or time.monotonic() >= self.deadline
+
+    def _fetch(self, client: KnowBe4Client, day: date, page: int) -> EventsPage:
+        """One page; a short Retry-After on 429 Too Many Requests is waited out."""
+        for _attempt in range(3):
+            self.result.requests += 1
+            try:
+                return client.list_events(day, page)
+            except TooManyRequests as exc:
+                wait = exc.retry_after
+                if wait is None or wait > INLINE_RETRY_AFTER:
+                    raise
+                if time.monotonic() + wait >= self.deadline:
+                    raise
+                logger.debug("source %s: 429, waiting %.1fs", self.source_id, wait)
+                sleep(wait)
+        return client.list_events(day, page)
+
+    def _load_fields(self) -> None:
+        """The source's fields kept on messages, and the ones dropped."""
+        enabled = {
+            name.lower(): name
+            for name in FieldDefinition.objects.filter(enabled=True).values_list(
+                "name", flat=True
+            )
+        }
+        for key, value in self.source.fields.values_list("key", "value"):
+            if key.lower() in enabled:
+                self.fields[enabled[key.lower()]] = value
+            else:
+                self.dropped.append(key)
+        self.dropped_counts = dict(self.source.dropped_fields or {})
+
+    def _message(self, event: dict, received: datetime) -> LogMessage:
+        """A LogMessage with the raw JSON as received and today's metadata."""
+        event_id = str(event["id"])
+        if len(event_id) > 64:
+            raise TransientError("malformed_event", "KnowBe4 sent an over-long id.")
+        event_type = event.get("event_type")
+        risk = event.get("risk")
+        user = event.get("user")
+        level = risk.get("level") if isinstance(risk, dict) else None
+        email = user.get("email") if isinstance(user, dict) else None
+        source = self.source
+        return LogMessage(
+            source_id=source.pk,
+            event_id=event_id,
+            raw=json.dumps(event, ensure_ascii=False, separators=(",", ":")),
+            message_time=parse_occurred(event["occurred_date"]),
+            receipt_time=received,
+            source_name=source.name,
+            source_category=source.category,
+            collector_name=source.collector.name,
+            fields=self.fields,
+            event_type=str(event_type.get("name") or "")[:255]
+            if isinstance(event_type, dict)
+            else "",
+            risk_level=level
+            if isinstance(level, int) and -32768 <= level <= 32767
+            else None,
+            user_email=str(email or "")[:254],
+        )
+
+    def _store(
+        self, events_page: EventsPage, day: date, page: int, last: date
+    ) -> tuple[date | None, int]:
+        """Commit the page's new messages and the checkpoint in one transaction."""
+        source = self.source
+        received = timezone.now()
+        if events_page.next_page is not None and events_page.events:
+            next_day, next_page = day, events_page.next_page
+            complete = source.last_complete_day
+        else:
+            next_day = day + timedelta(days=1) if day < last else None
+            next_page = 1
+            complete = max(filter(None, (source.last_complete_day, day)))
+        by_id: dict[str, dict] = {}
+        for event in events_page.events:
+            by_id.setdefault(str(event["id"]), event)
+        with transaction.atomic():
+            existing = set(
+                LogMessage.objects.filter(
+                    source_id=source.pk, event_id__in=list(by_id)
+                ).values_list("event_id", flat=True)
+            )
+            new = [
+                self._message(e, received)
+                for i, e in by_id.items()
+                if i not in existing
+            ]
+            if new:
+                LogMessage.objects.bulk_create(new, ignore_conflicts=True)
+            dropped = dict(self.dropped_counts)
+            for key in self.dropped:
+                dropped[key] = dropped.get(key, 0) + len(new)
+            moved = (
+                Source.objects.filter(pk=source.pk, lease_owner=self.owner)
+                .exclude(state=SourceState.STOPPING)
+                .update(
+                    cursor_day=next_day,
+                    cursor_page=next_page,
+                    last_complete_day=complete,
+                    dropped_fields=dropped,
+                    lease_expires=received + lease_duration(),
+                    error_streak_started=None,
+                    last_success_at=received,
+                )
+            )
+            if not moved:
+                raise _Abandon
+        self.dropped_counts = dropped
+        source.cursor_day, source.cursor_page = next_day, next_page
+        source.last_complete_day = complete
+        source.error_streak_started = None
+        self.result.pages += 1
+        self.result.stored += len(new)
+        return next_day, next_page
+
+    def _finish(self, last: date) -> None:
+        """A clean end: due again now (budget) or when the next day closes."""
+        source = self.source
+        now = timezone.now()
+        values = {
+            "next_attempt_at": now if self.result.more else collectable_at(last + timedelta(days=1)),
+            "error_streak_started": None,
+        }
+        if source.last_complete_day is None and source.cursor_day is None:
+            values["last_complete_day"] = last  # A look-back of 0 days.
+        if self.result.requests:
+            values["last_success_at"] = now
+        moved = (
+            Source.objects.filter(pk=source.pk, lease_owner=self.owner)
+            .exclude(state=SourceState.STOPPING)
+            .update(**values)
+        )
+        if not moved:
+            raise _Abandon
+        health.resolve(source)
+        self.result.outcome = "more" if self.result.more else "caught_up"
+
+    # State moves.
+    def _advance(self, to_state: str, allowed_from: tuple, reason: str) -> None:
+        """Move forward along the seed's states, never over a user's Stopping."""
+        source = self.source
+        if source.state not in allowed_from:
+            return
+        if not source.transition(to_state, reason, expect=source.state):
+            self._check_moved(to_state)
+
+    def _check_moved(self, expected: str) -> None:
+        """After a refused move: stop if the user deleted the source."""
+        state = (
+            Source.objects.filter(pk=self.source_id)
+            .values_list("state", flat=True)
+            .first()
+        )
+        if state is None:
+            raise Source.DoesNotExist
+        if state == SourceState.STOPPING:
+            raise _Stopping
+        self.source.state = state
+
+    # Endings.
+    def _delete_source(self) -> None:
+        """Stopping: delete the source; its messages stay (SET_NULL)."""
+        deleted, _ = Source.objects.filter(
+            pk=self.source_id, state=SourceState.STOPPING
+        ).delete()
+        self.result.outcome = "deleted" if deleted else "gone"
+        logger.info("source %s: deleted (messages kept)", self.source_id)
+
+    def _after_abandon(self) -> None:
+        """A page was rolled back: find out why and act on it."""
+        state = (
+            Source.objects.filter(pk=self.source_id)
+            .values_list("state", flat=True)
+            .first()
+        )
+        if state is None:
+            self.result.outcome = "gone"
+        elif state == SourceState.STOPPING:
+            self._delete_source()
+        else:
+            self.result.outcome = "lease_lost"
+            logger.warning("source %s: lease lost, page abandoned", self.source_id)
+
+    def _set(self, **values) -> None:
+        Source.objects.filter(pk=self.source_id, lease_owner=self.owner).update(
+            **values
+        )
+
+    def _config_error(self, exc: Exception) -> None:
+        """ThirdPartyConfig: Error at once, no request until edited/restarted."""
+        source = self.source or Source.objects.get(pk=self.source_id)
+        if isinstance(exc, crypto.KeyUnreadable):
+            code, message, fix = "key_unreadable", str(exc), health.FIX_KEY_UNREADABLE
+        else:
+            code, message, fix = exc.code, exc.message, health.FIX_CONFIG
+        message = self._scrub(message)
+        self._set(next_attempt_at=None)
+        if not source.transition(
+            SourceState.ERROR,
+            message,
+            error_type=ErrorType.THIRD_PARTY_CONFIG,
+            expect=source.state,
+        ):
+            self._check_moved(SourceState.ERROR)
+        health.record(
+            source,
+            ErrorType.THIRD_PARTY_CONFIG,
+            code=code,
+            message=message,
+            suggested_fix=fix,
+            severity=Severity.ERROR,
+        )
+        self.result.outcome = "config_error"
+        logger.warning("source %s: configuration error %s", self.source_id, code)
+
+    def _quota(self, until: datetime | None, exc: QuotaExceeded | None) -> None:
+        """Limit Exceeded: wait for the quota to reset; not a retry streak."""
+        from collectors import ratelimit
+
+        now = timezone.now()
+        if until is None:
+            wait = exc.retry_after if exc else None
+            until = (
+                now + timedelta(seconds=wait) if wait else retry.next_utc_midnight(now)
+            )
+            ratelimit.mark_quota_exhausted(self.key_hash, until)
+        self._set(next_attempt_at=until, error_streak_started=None)
+        when = until.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        health.record(
+            self.source,
+            ErrorType.THIRD_PARTY_GENERIC,
+            code="limit_exceeded",
+            message=(
+                "The daily request quota of this API key is spent (Limit "
+                f"Exceeded). Collection resumes at {when}."
+            ),
+            suggested_fix=(
+                f"Nothing to do: collection resumes on its own at {when}. The "
+                "quota is ten requests per licensed seat per day."
+            ),
+            severity=Severity.WARNING,
+        )
+        self.result.outcome = "quota_exceeded"
+        logger.warning("source %s: daily quota spent until %s", self.source_id, when)
+
+    def _throttled(self, exc: TooManyRequests) -> None:
+        """429 Too Many Requests: not an error; come back after Retry-After."""
+        now = timezone.now()
+        wait = (
+            timedelta(seconds=exc.retry_after)
+            if exc.retry_after is not None
+            else retry.backoff_delay(1)
+        )
+        self._set(next_attempt_at=now + wait)
+        self.result.outcome = "throttled"
+        logger.debug(
+            "source %s: 429 Too Many Requests, next try in %ss",
+            self.source_id,
+            int(wait.total_seconds()),
+        )
+
+    def _generic_error(self, error_type: str, code: str, message: str) -> None:
+        """5xx, timeouts, garbage, our own failures: back off for up to 90 min."""
+        source = self.source or Source.objects.get(pk=self.source_id)
+        now = timezone.now()
+        message = self._scrub(message)
+        started = source.error_streak_started or now
+        until = retry.window_end(started).astimezone(UTC).strftime("%H:%M UTC")
+        if retry.exhausted(started, now):
+            self._set(next_attempt_at=None, error_streak_started=started)
+            if not source.transition(
+                SourceState.ERROR,
+                f"Retries exhausted: {message}",
+                error_type=error_type,
+                expect=source.state,
+            ):
+                self._check_moved(SourceState.ERROR)
+            health.record(
+                source,
+                error_type,
+                code=code,
+                message=f"Retries exhausted after 90 minutes: {message}",
+                suggested_fix=(
+                    "Collection has stopped. Check that KnowBe4 is reachable, then "
+                    "restart the source (or save it again)."
+                ),
+                severity=Severity.ERROR,
+            )
+            self.result.outcome = "retries_exhausted"
+            logger.error("source %s: retries exhausted (%s)", self.source_id, code)
+            return
+        fix = (
+            f"KnowBe4 is unavailable; retrying until {until}."
+            if error_type == ErrorType.THIRD_PARTY_GENERIC
+            else f"{health.FIX_FIRST_PARTY} Retrying until {until}."
+        )
+        event = health.record(
+            source,
+            error_type,
+            code=code,
+            message=message,
+            suggested_fix=fix,
+            severity=Severity.WARNING,
+        )
+        next_at = retry.next_retry_at(started, event.count, now)
+        self._set(next_attempt_at=next_at, error_streak_started=started)
+        self.result.outcome = "retrying"
+        logger.warning(
+            "source %s: %s %s, retry at %s",
+            self.source_id,
+            error_type,
+            code,
+            next_at.isoformat(timespec="seconds"),
+        )

@@ -1,0 +1,82 @@
+"""django-q2 task functions: the dispatcher and one collection run.
+
+Task arguments are source ids only: django-q2 stores them (and shows them in
+admin), so nothing secret may ever be passed. The dispatcher is registered as
+a schedule by `manage.py setup_schedules`.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+from django_q.tasks import async_task
+
+from collectors import collection
+from collectors.choices import SourceState
+from collectors.models import Source
+
+logger = logging.getLogger(__name__)
+
+DISPATCH_NAME = "knowbe4sumo: dispatch due sources"
+DISPATCH_FUNC = "collectors.tasks.dispatch"
+COLLECT_FUNC = "collectors.tasks.collect_source"
+# A queued task not picked up within this time is queued again (lost task).
+DISPATCH_GRACE = timedelta(minutes=5)
+
+
+def due_sources(now=None) -> QuerySet[Source]:
+    """Sources a run should look at now: never Error, never leased or queued.
+
+    Pending ones start; Stopping ones finish their removal; collecting ones
+    whose next attempt time has come continue.
+    """
+    now = now or timezone.now()
+    free = Q(lease_expires__isnull=True) | Q(lease_expires__lt=now)
+    not_queued = Q(dispatched_at__isnull=True) | Q(
+        dispatched_at__lt=now - DISPATCH_GRACE
+    )
+    due = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+    wanted = Q(state__in=(SourceState.PENDING, SourceState.STOPPING)) | Q(
+        due, state__in=collection.COLLECTING_STATES
+    )
+    return Source.objects.filter(free, not_queued, wanted).order_by("pk")
+
+
+def claim(source: Source, now=None) -> bool:
+    """Mark the source queued (one conditional UPDATE) and move Pending -> Started.
+
+    The conditional UPDATE keeps two dispatchers from queuing it twice.
+    """
+    now = now or timezone.now()
+    not_queued = Q(dispatched_at__isnull=True) | Q(
+        dispatched_at__lt=now - DISPATCH_GRACE
+    )
+    if not Source.objects.filter(not_queued, pk=source.pk).update(dispatched_at=now):
+        return False
+    if source.state == SourceState.PENDING:
+        collection.mark_started(source)
+    return True
+
+
+def dispatch() -> int:
+    """The every-minute schedule: queue one collection task per due source."""
+    queued = 0
+    for source in due_sources().only("pk", "state"):
+        if claim(source):
+            async_task(COLLECT_FUNC, source.pk, group="collect")
+            queued += 1
+    if queued:
+        logger.info("dispatcher: %d collection task(s) queued", queued)
+    return queued
+
+
+def collect_source(source_id: int) -> str:
+    """One collection run; returns a summary (stored by django-q2, no secrets)."""
+    try:
+        return str(collection.run(int(source_id)))
+    except Exception:  # run() never raises; this is the last line of defence.
+        logger.exception("source %s: collection run failed", source_id)
+        return f"source {source_id}: failed"

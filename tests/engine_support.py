@@ -1,0 +1,76 @@
+"""Helpers shared by the collection-engine tests (C1's test files).
+
+Time is frozen (ticking) at a fixed noon UTC so that "yesterday" and the
+settle delay never depend on when the suite runs; the sandbox is started
+inside that time so its window of days is the same on every run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+import time_machine
+
+from collectors.knowbe4.sandbox import SandboxServer
+from collectors.models import LogMessage, Source
+from tests.cast import make_source
+from tests.sandbox_support import running_sandbox
+
+NOON = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+TODAY = NOON.date()
+YESTERDAY = TODAY - timedelta(days=1)
+
+
+@pytest.fixture
+def clock() -> Iterator[time_machine.Coordinates]:
+    """Time at NOON, ticking (the limiter and the sandbox need time to pass)."""
+    forget_limiter_rows()
+    with time_machine.travel(NOON, tick=True) as traveller:
+        yield traveller
+
+
+def forget_limiter_rows() -> None:
+    """The database limiter remembers which ApiKeyUsage rows exist; each test's
+    rolled-back transaction removes them, so the memory must go too."""
+    from collectors import ratelimit
+
+    known = getattr(getattr(ratelimit, "_database_backend", None), "_known", None)
+    if known is not None:
+        known.clear()
+
+
+@pytest.fixture
+def sb(clock) -> Iterator[SandboxServer]:
+    """A sandbox with both limits on, 10 days of 50 events, started at NOON."""
+    with running_sandbox(days=10, events_per_day=50) as server:
+        yield server
+
+
+def use_sandbox(settings, server: SandboxServer) -> str:
+    """Allow the sandbox as a Base URL; return its key for `Source.base_url_key`."""
+    settings.KNOWBE4_EXTRA_BASE_URLS = [f"Sandbox|{server.url}"]
+    return "x-sandbox"
+
+
+def sandbox_source(settings, server: SandboxServer, collector, **kw) -> Source:
+    kw.setdefault("api_key", server.api_key)
+    return make_source(collector, base_url_key=use_sandbox(settings, server), **kw)
+
+
+def api_requests(server: SandboxServer) -> list:
+    """The sandbox's log of /events requests (the control API is not logged)."""
+    return [r for r in server.requests if r.path.startswith("/events")]
+
+
+def stored_ids(source: Source | int) -> list[str]:
+    pk = source if isinstance(source, int) else source.pk
+    return list(
+        LogMessage.objects.filter(source_id=pk).values_list("event_id", flat=True)
+    )
+
+
+def lookback(days: int = 7, last: date = YESTERDAY) -> tuple[date, date]:
+    """The first run's window: `days` closed days ending `last`."""
+    return last - timedelta(days=days - 1), last
