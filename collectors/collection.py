@@ -542,7 +542,9 @@ class _Run:
         source = self.source
         now = timezone.now()
         values = {
-            "next_attempt_at": now if self.result.more else collectable_at(last + timedelta(days=1)),
+            "next_attempt_at": now
+            if self.result.more
+            else collectable_at(last + timedelta(days=1)),
             "error_streak_started": None,
         }
         if source.last_complete_day is None and source.cursor_day is None:

@@ -5,7 +5,6 @@ re-scan window are caught."""
 from __future__ import annotations
 
 import json
-
 from datetime import UTC, datetime, timedelta
 
 from collectors import collection
