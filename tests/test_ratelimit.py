@@ -1,0 +1,317 @@
+"""The shared per-key limiter: 4 requests per second across threads, processes
+and hosts, the daily request counter and the quota block, on both backends."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import time_machine
+
+from collectors import ratelimit
+from collectors.ratelimit import (
+    DatabaseBackend,
+    Limiter,
+    NullLimiter,
+    RedisBackend,
+    limiter_for,
+    mark_quota_exhausted,
+    quota_blocked_until,
+    requests_today,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def redis_url() -> str | None:
+    """REDIS_URL, or the local Redis if it answers; None when there is none."""
+    import redis
+
+    url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=0.5).ping()
+    except redis.RedisError:
+        return None
+    return url
+
+
+def db_env() -> dict[str, str]:
+    """The environment for a subprocess that must use this test's database."""
+    from django.db import connection
+
+    cfg = connection.settings_dict
+    env = dict(os.environ)
+    if cfg["ENGINE"].endswith("sqlite3"):
+        env["DATABASE_URL"] = f"sqlite:///{cfg['NAME']}"
+    else:
+        auth = cfg["USER"] + (f":{cfg['PASSWORD']}" if cfg["PASSWORD"] else "")
+        host = f"{cfg['HOST'] or '127.0.0.1'}:{cfg['PORT'] or 5432}"
+        env["DATABASE_URL"] = f"postgres://{auth}@{host}/{cfg['NAME']}"
+    return env
+
+
+@pytest.fixture(params=["db", "redis"])
+def backend_spec(request, transactional_db):
+    """('db', None) or ('redis', (url, prefix)) with a unique key prefix.
+
+    Real transactions (not a test-wide atomic block) so that threads and
+    processes see each other's writes.
+    """
+    if request.param == "db":
+        yield "db", None
+        return
+    url = redis_url()
+    if url is None:
+        pytest.skip("no Redis on REDIS_URL or 127.0.0.1:6379")
+    prefix = f"kb4test:{uuid.uuid4().hex}:"
+    yield "redis", (url, prefix)
+    import redis
+
+    client = redis.Redis.from_url(url)
+    for key in client.scan_iter(f"{prefix}*"):
+        client.delete(key)
+
+
+def make_backend(spec):
+    kind, arg = spec
+    if kind == "db":
+        return DatabaseBackend()
+    import redis
+
+    url, prefix = arg
+    return RedisBackend(redis.Redis.from_url(url), prefix)
+
+
+def assert_never_five_in_a_second(intervals: list[tuple[float, float]]) -> None:
+    """The server-side judge, whatever the latency of each request.
+
+    For each request X, at most 3 requests started before X may have finished
+    less than one second before X started: then no 5 requests can reach a
+    server within one second, since one of them answered >= 1 s before X left.
+    """
+    ordered = sorted(intervals)
+    for i, (start, _end) in enumerate(ordered):
+        recent = [1 for s, e in ordered[:i] if e > start - 1.0]
+        assert len(recent) <= 3, f"request {i} at {start:.3f} had {len(recent)}"
+    starts = [s for s, _e in ordered]
+    for i in range(len(starts) - 4):
+        assert starts[i + 4] - starts[i] >= 1.0
+
+
+def run_requests(lim, count: int) -> list[tuple[float, float]]:
+    """Acquire, 'send' (sleep 0-20 ms), release, `count` times."""
+    out = []
+    for _ in range(count):
+        lim.acquire()
+        start = time.time()
+        time.sleep(random.uniform(0, 0.02))
+        end = time.time()
+        lim.release()
+        out.append((start, end))
+    return out
+
+
+def test_it_lets_four_requests_go_at_once_and_holds_the_fifth():
+    now = 1000.0
+    entries: list = []
+    for n in range(4):
+        wait, entries = ratelimit.grant(entries, now, f"t{n}", 40.0)
+        assert wait == 0
+    wait, same = ratelimit.grant(entries, now + 0.5, "t4", 40.0)
+    assert wait > 0 and same is entries
+
+
+def test_it_counts_the_fifth_second_from_the_first_response():
+    entries: list = []
+    for n in range(4):
+        _, entries = ratelimit.grant(entries, 1000.0, f"t{n}", 40.0)
+    # The answers arrive late, the first at 1000.8: the fifth waits until 1001.8
+    # (their requests may have reached the server just before that).
+    entries = ratelimit.complete(entries, 1000.8, "t0")
+    for n in range(1, 4):
+        entries = ratelimit.complete(entries, 1000.9, f"t{n}")
+    assert ratelimit.next_slot(entries, 1001.5, 40.0) >= 1001.8
+
+
+def test_it_treats_a_request_in_flight_as_happening_now():
+    entries: list = []
+    for n in range(4):
+        _, entries = ratelimit.grant(entries, 1000.0, f"t{n}", 40.0)
+    # Ten seconds later, still no response for any of them: keep waiting.
+    wait, _ = ratelimit.grant(entries, 1010.0, "t4", 40.0)
+    assert wait >= 1.0
+    # Until they count as lost (the process was killed).
+    wait, _ = ratelimit.grant(entries, 1041.1, "t4", 40.0)
+    assert wait == 0
+
+
+def test_it_keeps_at_most_four_entries():
+    entries: list = []
+    now = 1000.0
+    for n in range(20):
+        wait, entries = ratelimit.grant(entries, now, f"t{n}", 40.0)
+        assert wait == 0
+        entries = ratelimit.complete(entries, now + 0.01, f"t{n}")
+        now += 0.3
+    assert len(entries) == 4
+
+
+def test_it_limits_threads_sharing_a_key(backend_spec):
+    backend = make_backend(backend_spec)
+    lim = Limiter("k-threads", backend)
+    results: list[tuple[float, float]] = []
+    lock = threading.Lock()
+
+    def worker():
+        from django.db import connection
+
+        try:
+            got = run_requests(lim, 4)
+            with lock:
+                results.extend(got)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    t0 = time.time()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(results) == 12
+    assert_never_five_in_a_second(results)
+    # And it is not needlessly slow: 12 requests need a little over 2 s.
+    assert time.time() - t0 < 6
+    assert backend.requests_today("k-threads") == 12
+
+
+PROC_SCRIPT = """
+import json, os, random, sys, time
+import django
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "knowbe4sumo.settings")
+django.setup()
+from collectors.ratelimit import DatabaseBackend, Limiter, RedisBackend
+kind, key, count, start_at = sys.argv[1:5]
+count, start_at = int(count), float(start_at)
+if kind == "db":
+    backend = DatabaseBackend()
+else:
+    import redis
+    backend = RedisBackend(redis.Redis.from_url(sys.argv[5]), sys.argv[6])
+lim = Limiter(key, backend)
+time.sleep(max(0, start_at - time.time()))
+out = []
+for _ in range(count):
+    lim.acquire()
+    s = time.time()
+    time.sleep(random.uniform(0, 0.02))
+    e = time.time()
+    lim.release()
+    out.append((s, e))
+print(json.dumps(out))
+"""
+
+
+def test_it_limits_processes_sharing_a_key(backend_spec):
+    kind, arg = backend_spec
+    backend = make_backend(backend_spec)
+    if kind == "db":
+        # Create the row first so the processes only ever update it.
+        backend.release("k-procs", "none")
+    start_at = time.time() + 2.5  # every process is ready by then
+    args = [kind, "k-procs", "4", repr(start_at)] + (list(arg) if arg else [])
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", PROC_SCRIPT, *args],
+            cwd=ROOT,
+            env=db_env() if kind == "db" else dict(os.environ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        results.extend(tuple(x) for x in json.loads(out.strip().splitlines()[-1]))
+    assert len(results) == 12
+    assert_never_five_in_a_second(results)
+    assert backend.requests_today("k-procs") == 12
+
+
+def test_it_keeps_keys_apart(backend_spec):
+    backend = make_backend(backend_spec)
+    for n in range(4):
+        assert backend.try_acquire("key-a", f"a{n}", 40.0) == 0
+    assert backend.try_acquire("key-a", "a4", 40.0) > 0
+    assert backend.try_acquire("key-b", "b0", 40.0) == 0
+    assert backend.requests_today("key-a") == 4
+    assert backend.requests_today("key-b") == 1
+
+
+def test_it_blocks_a_spent_quota_until_the_given_time(backend_spec):
+    backend = make_backend(backend_spec)
+    assert backend.quota_blocked_until("key-q") is None
+    until = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=3)
+    backend.mark_quota_exhausted("key-q", until)
+    assert backend.quota_blocked_until("key-q") == until
+    assert backend.quota_blocked_until("key-other") is None
+    backend.mark_quota_exhausted("key-q", datetime.now(UTC) - timedelta(seconds=1))
+    assert backend.quota_blocked_until("key-q") is None
+
+
+def test_it_lifts_the_quota_block_when_its_time_passes(db, settings):
+    settings.REDIS_URL = ""  # the database backend: its clock can be moved
+    until = datetime(2026, 3, 2, 0, 0, tzinfo=UTC)
+    with time_machine.travel(datetime(2026, 3, 1, 18, 0, tzinfo=UTC), tick=False):
+        mark_quota_exhausted("key-q", until)
+        assert quota_blocked_until("key-q") == until
+    with time_machine.travel(datetime(2026, 3, 2, 0, 0, 1, tzinfo=UTC), tick=False):
+        assert quota_blocked_until("key-q") is None
+
+
+def test_it_counts_requests_per_utc_day(db, settings):
+    settings.REDIS_URL = ""
+    settings.KNOWBE4_RATE_LIMIT = True
+    lim = limiter_for("key-day")
+    with time_machine.travel(datetime(2026, 3, 1, 23, 59, 58, tzinfo=UTC)) as trav:
+        for _ in range(3):
+            lim.acquire()
+            lim.release()
+        assert requests_today("key-day") == 3
+        trav.move_to(datetime(2026, 3, 2, 0, 0, 5, tzinfo=UTC))
+        assert requests_today("key-day") == 0
+        lim.acquire()
+        lim.release()
+        assert requests_today("key-day") == 1
+    assert requests_today("key-never-used") == 0
+
+
+def test_it_uses_redis_when_redis_url_is_set(settings):
+    url = redis_url()
+    if url is None:
+        pytest.skip("no Redis on REDIS_URL or 127.0.0.1:6379")
+    settings.REDIS_URL = url
+    settings.KNOWBE4_RATE_LIMIT_REDIS_PREFIX = f"kb4test:{uuid.uuid4().hex}:"
+    settings.KNOWBE4_RATE_LIMIT = True
+    lim = limiter_for("key-r")
+    assert isinstance(lim.backend, RedisBackend)
+    lim.acquire()
+    lim.release()
+    assert requests_today("key-r") == 1
+
+
+def test_it_can_be_switched_off_for_benchmarks(settings):
+    settings.KNOWBE4_RATE_LIMIT = False
+    assert isinstance(limiter_for("key-off"), NullLimiter)
