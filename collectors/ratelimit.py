@@ -108,16 +108,18 @@ class DatabaseBackend:
     Redis backend, which takes its time from the Redis server).
     """
 
-    def __init__(self) -> None:
-        self._known: set[str] = set()
-
     def _row(self, key_hash: str):
+        """The key's row, locked; created on first use (one query once it exists).
+
+        get_or_create creates in a savepoint and re-reads on a unique-key race,
+        so two processes using a new key at once both end up on one row.
+        """
         from collectors.models import ApiKeyUsage
 
-        if key_hash not in self._known:
-            ApiKeyUsage.objects.get_or_create(key_hash=key_hash)
-            self._known.add(key_hash)
-        return ApiKeyUsage.objects.select_for_update().get(key_hash=key_hash)
+        row, _created = ApiKeyUsage.objects.select_for_update().get_or_create(
+            key_hash=key_hash
+        )
+        return row
 
     def try_acquire(self, key_hash: str, token: str, stale: float) -> float:
         with transaction.atomic():
