@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.urls import path
+from django.urls import path, re_path
 
 from collectors.views import health, messages, status
 
@@ -21,8 +21,8 @@ urlpatterns = [
         name="health-event-detail",
     ),
     path("messages/", messages.messages, name="messages"),
-    path(
-        "messages/export.<str:fmt>",
+    re_path(
+        r"^messages/export\.(?P<fmt>csv|jsonl)$",
         messages.messages_export,
         name="messages-export",
     ),

@@ -23,9 +23,9 @@ def make_event(source=None, *, severity=Severity.ERROR, collector=None, **kw):
 
 
 def render_icon(obj) -> str:
-    return Template(
-        '{% include "collectors/_status_icon.html" with obj=obj %}'
-    ).render(Context({"obj": obj}))
+    return Template('{% include "collectors/_status_icon.html" with obj=obj %}').render(
+        Context({"obj": obj})
+    )
 
 
 @pytest.mark.django_db

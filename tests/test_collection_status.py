@@ -1,0 +1,102 @@
+"""The Collection page's refresh endpoint: states and looks as JSON."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from django.urls import reverse
+
+from collectors.choices import ErrorType, HealthEventName, Severity, SourceState
+from collectors.models import HealthEvent
+from tests.cast import make_collector, make_source
+
+
+def event(source=None, *, collector=None, severity=Severity.ERROR, name=None):
+    return HealthEvent.objects.create(
+        source=source,
+        collector=collector,
+        severity=severity,
+        event_name=name or HealthEventName.THIRD_PARTY_GENERIC,
+        error_type=ErrorType.THIRD_PARTY_GENERIC,
+        message="x",
+    )
+
+
+def status(client) -> dict:
+    resp = client.get(reverse("collection-status"))
+    assert resp.status_code == 200
+    data = resp.json()
+    return {
+        "sources": {s["id"]: s for s in data["sources"]},
+        "collectors": {c["id"]: c for c in data["collectors"]},
+    }
+
+
+@pytest.mark.django_db
+def test_it_reports_states_looks_and_tooltips(admin_client, collector):
+    red = make_source(collector, "Red", state=SourceState.ERROR)
+    orange = make_source(collector, "Orange", state=SourceState.COLLECTING)
+    green = make_source(
+        collector,
+        "Green",
+        state=SourceState.COLLECTING,
+        last_success_at=datetime(2026, 11, 26, 3, 0, tzinfo=UTC),
+    )
+    pending = make_source(collector, "Pending")
+    event(red, name=HealthEventName.THIRD_PARTY_CONFIG)
+    event(red, severity=Severity.WARNING)
+    event(orange, severity=Severity.WARNING)
+    data = status(admin_client)
+    s = data["sources"]
+    assert (s[red.pk]["status"], s[red.pk]["tooltip"]) == (
+        "error",
+        "1 error, 1 warning",
+    )
+    assert s[red.pk]["state_label"] == "Error"
+    assert s[orange.pk]["status"] == "warning"
+    assert s[green.pk]["status"] == "healthy"
+    assert s[green.pk]["last_success_text"] == (
+        "Last successful collection: 2026-11-26 03:00 UTC"
+    )
+    assert s[green.pk]["icon"].endswith("img/status-healthy.svg")
+    assert s[pending.pk]["status"] == "neutral"
+    c = data["collectors"][collector.pk]
+    assert (c["errors"], c["warnings"]) == (1, 2)
+    assert c["status"] == "error"
+    assert c["last_success"] == "2026-11-26T03:00:00+00:00"
+
+
+@pytest.mark.django_db
+def test_it_counts_a_collectors_own_events_and_ignores_resolved(admin_client):
+    collector = make_collector("Solo")
+    event(collector=collector, severity=Severity.WARNING)
+    done = event(collector=collector)
+    done.resolved_at = done.last_seen
+    done.save()
+    c = status(admin_client)["collectors"][collector.pk]
+    assert (c["status"], c["tooltip"]) == ("warning", "0 errors, 1 warning")
+
+
+@pytest.mark.django_db
+def test_it_runs_constant_queries(admin_client, django_assert_num_queries):
+    def populate(n: int) -> None:
+        for i in range(n):
+            collector = make_collector(f"C{n}-{i}")
+            for j in range(3):
+                src = make_source(collector, f"S{j}")
+                event(src, severity=Severity.WARNING if j else Severity.ERROR)
+
+    populate(2)
+    # session, user, open events grouped, sources, collectors
+    with django_assert_num_queries(5):
+        admin_client.get(reverse("collection-status"))
+    populate(10)
+    with django_assert_num_queries(5):
+        data = status(admin_client)
+    assert len(data["sources"]) == 36
+
+
+@pytest.mark.django_db
+def test_it_requires_sign_in(client):
+    assert client.get(reverse("collection-status")).status_code == 302

@@ -1,0 +1,179 @@
+"""The source page: state, timeline, checkpoint, retries, volume, actions."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+import time_machine
+from django.urls import reverse
+from django.utils import timezone
+
+from collectors import crypto, ratelimit
+from collectors.choices import ErrorType, HealthEventName, Severity, SourceState
+from collectors.models import HealthEvent, LogMessage
+from tests.cast import API_KEY
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+def add_messages(source, n: int, *, received: datetime, start: int = 0) -> None:
+    LogMessage.objects.bulk_create(
+        LogMessage(
+            source=source,
+            event_id=f"evt-{start + i}",
+            raw="{}",
+            message_time=received - timedelta(days=1),
+            receipt_time=received,
+            source_name=source.name,
+            source_category=source.category,
+            collector_name=source.collector.name,
+        )
+        for i in range(n)
+    )
+
+
+def get(client, source):
+    resp = client.get(reverse("source-detail", args=[source.pk]))
+    assert resp.status_code == 200
+    return resp.content.decode()
+
+
+@pytest.mark.django_db
+@time_machine.travel(NOW, tick=False)
+def test_it_shows_the_state_and_the_timeline(admin_client, source):
+    source.transition(SourceState.STARTED, "Collection task created")
+    source.transition(SourceState.INITIALIZED, "Task configured")
+    html = get(admin_client, source)
+    assert "Collection task created" in html and "Task configured" in html
+    assert html.index("Collection task created") < html.index("Task configured")
+    assert 'class="state state-initialized" data-state>Initialized' in html
+
+
+@pytest.mark.django_db
+@time_machine.travel(NOW, tick=False)
+def test_it_shows_the_checkpoint(admin_client, source):
+    source.last_complete_day = date(2026, 11, 24)
+    source.cursor_day = date(2026, 11, 25)
+    source.cursor_page = 7
+    source.save()
+    html = get(admin_client, source)
+    assert "every day up to <strong>2026-11-24</strong> stored" in html
+    assert "reading 2026-11-25 from page 7" in html
+
+
+@pytest.mark.django_db
+@time_machine.travel(NOW, tick=False)
+def test_it_shows_the_retry_streak_and_when_it_gives_up(admin_client, source):
+    source.error_streak_started = NOW - timedelta(minutes=20)
+    source.next_attempt_at = NOW + timedelta(minutes=2)
+    source.last_success_at = NOW - timedelta(hours=3)
+    source.save()
+    html = get(admin_client, source)
+    assert "failing since 2026-11-27 11:40:00 UTC" in html
+    assert "gives up at <strong>2026-11-27 13:10:00 UTC</strong>" in html
+    assert "2026-11-27 12:02:00 UTC" in html  # next attempt
+    assert "2026-11-27 09:00:00 UTC" in html  # last success
+
+
+@pytest.mark.django_db
+@time_machine.travel(NOW, tick=False)
+def test_it_counts_messages_in_total_and_in_the_last_day(admin_client, source):
+    add_messages(source, 5, received=NOW - timedelta(hours=30))
+    add_messages(source, 3, received=NOW - timedelta(hours=2), start=100)
+    html = get(admin_client, source)
+    assert '<strong class="messages-total">8</strong>' in html
+    assert '<span class="messages-24h">3</span>' in html
+
+
+@pytest.mark.django_db
+@time_machine.travel(NOW, tick=False)
+def test_it_shows_requests_used_today_without_the_key(admin_client, source):
+    fingerprint = crypto.key_fingerprint(API_KEY)
+    limiter = ratelimit.Limiter(fingerprint)
+    for _ in range(3):
+        limiter.acquire()
+        limiter.release()
+    assert ratelimit.requests_today(fingerprint) == 3
+    html = get(admin_client, source)
+    assert '<span class="requests-today">3</span>' in html
+    assert API_KEY not in html and fingerprint not in html
+
+
+@pytest.mark.django_db
+def test_it_says_when_the_stored_key_is_unreadable(admin_client, source):
+    source.api_key_encrypted = "not-a-fernet-token"
+    source.save()
+    assert "the stored key cannot be read" in get(admin_client, source)
+
+
+@pytest.mark.django_db
+def test_it_lists_dropped_fields_with_counts(admin_client, source):
+    source.dropped_fields = {"team": 42, "owner": 7}
+    source.save()
+    html = get(admin_client, source)
+    assert "<code>owner</code></td><td>7</td>" in html
+    assert "<code>team</code></td><td>42</td>" in html
+
+
+@pytest.mark.django_db
+def test_it_offers_restart_only_in_error(admin_client, source):
+    restart = reverse("source-restart", args=[source.pk])
+    assert restart not in get(admin_client, source)
+    source.transition(SourceState.ERROR, "401", error_type=ErrorType.THIRD_PARTY_CONFIG)
+    html = get(admin_client, source)
+    assert f'action="{restart}"' in html
+    assert reverse("source-edit", args=[source.pk]) in html
+    assert reverse("source-delete", args=[source.pk]) in html
+
+
+@pytest.mark.django_db
+def test_it_restarts_a_source_in_error(admin_client, source):
+    source.transition(SourceState.ERROR, "401", error_type=ErrorType.THIRD_PARTY_CONFIG)
+    source.error_streak_started = timezone.now()
+    source.save()
+    resp = admin_client.post(reverse("source-restart", args=[source.pk]))
+    assert resp.status_code == 302
+    source.refresh_from_db()
+    assert source.state == SourceState.PENDING
+    assert source.error_streak_started is None
+    assert source.transitions.last().reason == "Restarted by a user"
+
+
+@pytest.mark.django_db
+def test_it_refuses_to_restart_a_healthy_source(admin_client, source):
+    source.transition(SourceState.COLLECTING, "ok")
+    resp = admin_client.post(reverse("source-restart", args=[source.pk]), follow=True)
+    assert "is not in Error" in resp.content.decode()
+    source.refresh_from_db()
+    assert source.state == SourceState.COLLECTING
+
+
+@pytest.mark.django_db
+def test_it_only_restarts_on_post(admin_client, source):
+    source.transition(SourceState.ERROR, "x", error_type=ErrorType.THIRD_PARTY_CONFIG)
+    resp = admin_client.get(reverse("source-restart", args=[source.pk]))
+    assert resp.status_code == 405
+    source.refresh_from_db()
+    assert source.state == SourceState.ERROR
+
+
+@pytest.mark.django_db
+def test_it_lists_open_events_and_never_the_key(admin_client, source):
+    HealthEvent.objects.create(
+        source=source,
+        event_name=HealthEventName.THIRD_PARTY_CONFIG,
+        error_type=ErrorType.THIRD_PARTY_CONFIG,
+        severity=Severity.ERROR,
+        message="KnowBe4 rejected the API key",
+    )
+    html = get(admin_client, source)
+    assert "ThirdPartyConfigError" in html
+    assert API_KEY not in html
+    assert f"…{source.api_key_hint}" in html
+
+
+@pytest.mark.django_db
+def test_it_404s_an_unknown_source(admin_client):
+    resp = admin_client.get(reverse("source-detail", args=[404]))
+    assert resp.status_code == 404
