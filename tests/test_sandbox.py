@@ -451,3 +451,23 @@ def test_it_runs_as_a_management_command():
         assert {e["id"] for e in page.events} == proc.event_ids(day, day)
         assert [r["status"] for r in proc.requests()] == [200]
     assert proc.proc.returncode is not None
+
+
+def test_it_stops_answering_kept_alive_connections_when_stopped():
+    with running_sandbox(rate_limit=False) as sb:
+        session = requests.Session()
+        headers = {"Authorization": f"Bearer {SANDBOX_KEY}"}
+        assert session.get(sb.url + "/event_types", headers=headers).ok
+        assert session.get(sb.url + "/event_types", headers=headers).ok
+        assert len(sb.httpd.connections) == 1  # one kept-alive connection
+    with pytest.raises(requests.ConnectionError):
+        session.get(sb.url + "/event_types", headers=headers, timeout=5)
+
+
+def test_it_resets_its_limits(frozen):
+    with running_sandbox(seats=1) as sb:
+        for _ in range(4):
+            get(sb)
+        assert get(sb).status_code == 429
+        sb.reset_limits()
+        assert get(sb).status_code == 200

@@ -55,6 +55,7 @@ class Command(BaseCommand):
             rate_limit=not opts["no_rate_limit"],
             quota=not opts["no_quota"],
         )
+        total = server.state.warm()
         limits = []
         if opts["no_rate_limit"]:
             limits.append("rate limit off")
@@ -62,7 +63,9 @@ class Command(BaseCommand):
             limits.append("quota off")
         self.stdout.write(
             f"Sandbox listening on {server.url}, API key {keys[0]}"
-            + (f" ({', '.join(limits)})" if limits else "")
+            f" ({total} events over {opts['days']} days + today"
+            + "".join(f", {limit}" for limit in limits)
+            + ")"
         )
         self.stdout.flush()
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(SystemExit))
