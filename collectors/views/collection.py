@@ -17,13 +17,18 @@ from django.db.models import (
 )
 from django.db.models.functions import Coalesce
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_http_methods
+from django.views.decorators.http import require_http_methods, require_safe
 
 from collectors.choices import Severity
 from collectors.forms import CollectorForm
 from collectors.models import HealthEvent, HostedCollector, Source
 
 COLLECTORS_PER_PAGE = 100
+
+
+def _posted(request):
+    """The POST data on a POST (even an empty one), None on a GET."""
+    return request.POST if request.method == "POST" else None
 
 
 def _count(queryset) -> Coalesce:
@@ -77,6 +82,7 @@ def _matching(q: str):
     return collectors, sources
 
 
+@require_safe
 def collection(request):
     """Manage Data > Collection: collectors with their sources nested beneath.
 
@@ -111,7 +117,7 @@ def _save_collector(request, form: CollectorForm, verb: str):
 @require_http_methods(["GET", "POST"])
 def collector_add(request):
     """Add Collector: a hosted collector to which sources are added."""
-    form = CollectorForm(request.POST or None)
+    form = CollectorForm(_posted(request))
     if form.is_valid() and (response := _save_collector(request, form, "added")):
         return response
     return render(
@@ -123,7 +129,7 @@ def collector_add(request):
 def collector_edit(request, pk: int):
     """Edit a hosted collector's name, description and category."""
     collector = get_object_or_404(HostedCollector, pk=pk)
-    form = CollectorForm(request.POST or None, instance=collector)
+    form = CollectorForm(_posted(request), instance=collector)
     if form.is_valid() and (response := _save_collector(request, form, "saved")):
         return response
     return render(

@@ -6,7 +6,7 @@ from django.contrib import messages
 from django.db.models import F, Func, IntegerField, OuterRef, Subquery, Value
 from django.db.models.functions import Coalesce, Lower
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from collectors.choices import MAX_SCHEMA_FIELDS
 from collectors.forms import FieldDefinitionForm
@@ -52,6 +52,7 @@ def _render(request, form: FieldDefinitionForm, status: int = 200):
     )
 
 
+@require_safe
 def fields(request):
     """The schema with status, name, sources using each field, and capacity."""
     return _render(request, FieldDefinitionForm())

@@ -6,13 +6,19 @@ from django.contrib import messages
 from django.db import IntegrityError, transaction
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.debug import sensitive_post_parameters
-from django.views.decorators.http import require_http_methods
+from django.views.decorators.http import require_http_methods, require_safe
 
 from collectors.choices import SourceState
 from collectors.forms import SourceForm
 from collectors.models import HostedCollector, Source
 
 
+def _posted(request):
+    """The POST data on a POST (even an empty one), None on a GET."""
+    return request.POST if request.method == "POST" else None
+
+
+@require_safe
 def source_types(request, pk: int):
     """Add Source: the tiles of source types (KnowBe4 only) for a collector."""
     collector = get_object_or_404(HostedCollector, pk=pk)
@@ -65,7 +71,7 @@ def _render_form(request, form: SourceForm, source: Source | None = None):
 def source_add(request, pk: int):
     """The KnowBe4 API source form; Save creates the source in Pending."""
     collector = get_object_or_404(HostedCollector, pk=pk)
-    form = SourceForm(request.POST or None, collector=collector)
+    form = SourceForm(_posted(request), collector=collector)
     if form.is_valid() and (source := _save_source(form)):
         messages.success(
             request,
@@ -85,7 +91,7 @@ def source_edit(request, pk: int):
     if source.state == SourceState.STOPPING:
         messages.error(request, f"Source “{source.name}” is being deleted.")
         return redirect("collection")
-    form = SourceForm(request.POST or None, instance=source, collector=source.collector)
+    form = SourceForm(_posted(request), instance=source, collector=source.collector)
     if form.is_valid() and (saved := _save_source(form)):
         messages.success(
             request,
