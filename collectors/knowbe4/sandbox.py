@@ -11,6 +11,23 @@ loopback-only HTTP control interface under `/_sandbox/`.
 Events are generated once per day, deterministically from the seed and the day,
 and their JSON is serialized once, so paging 100,000 events is fast. "Now" is
 `time.time()`, so tests that move time with time_machine move the sandbox too.
+
+The control interface (no key; refused unless the caller is on loopback):
+
+    GET    /_sandbox/requests      the request log (time, method, path, query,
+                                   key_hash, status); DELETE clears it
+    POST   /_sandbox/faults        {"kind": "status", "status": 503, "count": 5}
+                                   or kind slow (+delay), truncate, invalid_json,
+                                   html, limit_exceeded, too_many_requests, reset;
+                                   optional "path" prefix, "body", "headers".
+                                   GET lists pending faults, DELETE clears them
+    POST   /_sandbox/events        {"occurred_date": "...", ...}: a late event
+    GET    /_sandbox/event_ids?start=YYYY-MM-DD&end=YYYY-MM-DD   ground truth
+    DELETE /_sandbox/limits        forget rate windows and quota spent
+    GET    /_sandbox/config        seed, window, limits (key hashes, not keys)
+
+Faults that replace the answer (status, html, ...) do not count against the
+key's limits; slow, truncate and reset alter a real answer, which does.
 """
 
 from __future__ import annotations
@@ -539,8 +556,8 @@ class SandboxState:
         auth = headers.get("Authorization") or ""
         key = auth[7:].strip() if auth[:7].lower() == "bearer " else None
         khash = key_hash(key)
-        now = time.time()
         with self.lock:
+            now = time.time()  # under the lock: the log is in time order
             if key not in self.api_keys:
                 resp = _Response(401, _json({"message": "Unauthorized"}))
             else:
