@@ -471,3 +471,47 @@ def test_it_resets_its_limits(frozen):
         assert get(sb).status_code == 429
         sb.reset_limits()
         assert get(sb).status_code == 200
+
+
+def test_it_refuses_the_control_api_to_other_hosts(sandbox):  # noqa: F811
+    class FromElsewhere:
+        client_address = ("10.1.2.3", 40000)
+        path = "/_sandbox/requests"
+        command = "GET"
+
+    resp = sandbox.httpd.control.handle(FromElsewhere(), b"")
+    assert resp.status == 403
+    FromElsewhere.client_address = ("127.0.0.1", 40000)
+    assert sandbox.httpd.control.handle(FromElsewhere(), b"").status == 200
+
+
+@pytest.mark.parametrize(
+    "body, status",
+    [
+        (b"{not json", 400),
+        (b'{"event_type": "phishing_click"}', 422),
+        (b'{"target_user": "a@example.com"}', 422),
+        (
+            b'{"target_user": "a@example.com", "event_type": "x", '
+            b'"occurred_date": "last week"}',
+            422,
+        ),
+    ],
+)
+def test_it_rejects_a_bad_new_event(sandbox, body, status):  # noqa: F811
+    headers = {
+        "Authorization": f"Bearer {SANDBOX_KEY}",
+        "Content-Type": "application/json",
+    }
+    resp = requests.post(
+        sandbox.url + "/events", data=body, headers=headers, timeout=10
+    )
+    assert resp.status_code == status
+    assert "message" in resp.json()
+    assert sandbox.requests[-1].method == "POST"
+
+
+def test_it_answers_a_wrong_method_with_405(sandbox):  # noqa: F811
+    headers = {"Authorization": f"Bearer {SANDBOX_KEY}"}
+    resp = requests.put(sandbox.url + "/events", headers=headers, timeout=10)
+    assert resp.status_code == 405
