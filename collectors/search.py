@@ -72,10 +72,14 @@ class MessageFilterForm(forms.Form):
         help_text="Use * as a wildcard, e.g. Security/*",
     )
     source = forms.ModelChoiceField(
-        queryset=Source.objects.select_related("collector"), required=False
+        queryset=Source.objects.select_related("collector"),
+        required=False,
+        empty_label="Any source",
     )
     collector = forms.ModelChoiceField(
-        queryset=HostedCollector.objects.all(), required=False
+        queryset=HostedCollector.objects.all(),
+        required=False,
+        empty_label="Any collector",
     )
     range = forms.ChoiceField(
         label="Time range",

@@ -18,13 +18,15 @@ from collectors.models import HealthEvent, HostedCollector, Source
 from collectors.search import HealthEventFilterForm
 
 EVENTS_PER_PAGE = 50
+# Errors before warnings ("error" < "warning"), then the most recent first.
+PANEL_ORDER = ("severity", "-last_seen", "-id")
 
 
 @require_GET
 def source_health(request, pk: int):
     """The Health Events panel of one source (a server-rendered fragment)."""
     source = get_object_or_404(Source.objects.select_related("collector"), pk=pk)
-    events = HealthEvent.objects.open().filter(source=source)
+    events = HealthEvent.objects.open().filter(source=source).order_by(*PANEL_ORDER)
     return render(
         request,
         "collectors/_health_panel.html",
@@ -42,7 +44,10 @@ def collector_health(request, pk: int):
     """The Health Events panel of a collector: its own and its sources' events."""
     collector = get_object_or_404(HostedCollector, pk=pk)
     events = (
-        HealthEvent.objects.open().for_collector(collector).select_related("source")
+        HealthEvent.objects.open()
+        .for_collector(collector)
+        .select_related("source")
+        .order_by(*PANEL_ORDER)
     )
     return render(
         request,

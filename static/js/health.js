@@ -119,7 +119,7 @@
         openUrl = url;
         icon.setAttribute("aria-expanded", "true");
         var panel = target.querySelector(".health-panel");
-        if (panel) panel.focus();
+        if (panel) panel.focus({ preventScroll: true });
       })
       .catch(function (err) {
         var target = panelSlot();
@@ -137,7 +137,7 @@
     openUrl = null;
     if (back) {
       back.setAttribute("aria-expanded", "false");
-      back.focus();
+      back.focus({ preventScroll: true });
       hideTooltip(back);
     }
   }
@@ -223,7 +223,7 @@
         var hadFocus = slot.contains(document.activeElement);
         slot.innerHTML = html;
         var panel = slot.querySelector(".health-panel");
-        if (hadFocus && panel) panel.focus();
+        if (hadFocus && panel) panel.focus({ preventScroll: true });
       });
     }
     document.dispatchEvent(new CustomEvent("health:refreshed"));
