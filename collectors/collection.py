@@ -30,7 +30,7 @@ from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -59,6 +59,25 @@ MAX_PAGES_PER_RUN = 2000
 SETTLE_DELAY = timedelta(minutes=10)
 # A 429 Too Many Requests with a Retry-After this short is waited out in the run.
 INLINE_RETRY_AFTER = 5.0
+
+# LogMessage columns in the order `_Run._row` builds them.
+COLUMNS = (
+    "source_id",
+    "event_id",
+    "raw",
+    "message_time",
+    "receipt_time",
+    "source_name",
+    "source_category",
+    "collector_name",
+    "fields",
+    "event_type",
+    "risk_level",
+    "user_email",
+)
+
+# `raw`: the event as received, compact, key order kept, non-ASCII as is.
+RAW_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 COLLECTING_STATES = (
     SourceState.STARTED,
@@ -111,6 +130,17 @@ def start_point(source: Source, last: date) -> tuple[date, int] | None:
         first_new = source.last_complete_day + timedelta(days=1)
         return first_new - timedelta(days=source.rescan_days), 1
     return None
+
+
+def time_adapter():
+    """A fast datetime -> database value function (what Django's would give).
+
+    SQLite stores naive UTC text; Django's own adapter costs as much as the
+    rest of a page's work, so it is done directly here.
+    """
+    if connection.vendor == "sqlite" and settings.USE_TZ:
+        return lambda when: str(when.astimezone(UTC).replace(tzinfo=None))
+    return connection.ops.adapt_datetimefield_value
 
 
 # --- the lease ----------------------------------------------------------------
@@ -287,7 +317,8 @@ class _Run:
         self.fields: dict[str, str] = {}
         self.dropped: list[str] = []
         self.dropped_counts: dict[str, int] = {}
-        self.authenticated = False
+        self.metadata: tuple = ()
+        self.adapt_time = time_adapter()
 
     # The outer frame: classify whatever happens.
     def execute(self) -> RunResult:
@@ -451,9 +482,17 @@ class _Run:
             else:
                 self.dropped.append(key)
         self.dropped_counts = dict(self.source.dropped_fields or {})
+        field = LogMessage._meta.get_field("fields")
+        self.metadata = (
+            self.source.name,
+            self.source.category,
+            self.source.collector.name,
+            field.get_db_prep_save(self.fields, connection),
+        )
 
-    def _message(self, event: dict, received: datetime) -> LogMessage:
-        """A LogMessage with the raw JSON as received and today's metadata."""
+    def _row(self, event: dict, received) -> tuple:
+        """One LogMessage row (COLUMNS order): the raw JSON as received and
+        today's metadata, already adapted for the database."""
         event_id = str(event["id"])
         if len(event_id) > 64:
             raise TransientError("malformed_event", "KnowBe4 sent an over-long id.")
@@ -462,25 +501,44 @@ class _Run:
         user = event.get("user")
         level = risk.get("level") if isinstance(risk, dict) else None
         email = user.get("email") if isinstance(user, dict) else None
-        source = self.source
-        return LogMessage(
-            source_id=source.pk,
-            event_id=event_id,
-            raw=json.dumps(event, ensure_ascii=False, separators=(",", ":")),
-            message_time=parse_occurred(event["occurred_date"]),
-            receipt_time=received,
-            source_name=source.name,
-            source_category=source.category,
-            collector_name=source.collector.name,
-            fields=self.fields,
-            event_type=str(event_type.get("name") or "")[:255]
+        return (
+            self.source.pk,
+            event_id,
+            RAW_JSON.encode(event),
+            self.adapt_time(parse_occurred(event["occurred_date"])),
+            received,
+            *self.metadata,
+            str(event_type.get("name") or "")[:255]
             if isinstance(event_type, dict)
             else "",
-            risk_level=level
-            if isinstance(level, int) and -32768 <= level <= 32767
+            level
+            if isinstance(level, int)
+            and not isinstance(level, bool)
+            and -32768 <= level <= 32767
             else None,
-            user_email=str(email or "")[:254],
+            str(email or "")[:254],
         )
+
+    def _insert(self, rows: list[tuple]) -> int:
+        """INSERT the rows, skipping (source, event id) already stored; return
+        how many were new. One statement per page, no model instances: the
+        benchmark's 5,000 events/s leaves no room for the ORM's per-field work.
+        """
+        if not rows:
+            return 0
+        quote = connection.ops.quote_name
+        table = quote(LogMessage._meta.db_table)
+        columns = ", ".join(quote(c) for c in COLUMNS)
+        one = "(" + ", ".join(["%s"] * len(COLUMNS)) + ")"
+        # Only quoted names and placeholders: the values go as parameters.
+        sql = (
+            f"INSERT INTO {table} ({columns}) VALUES "  # noqa: S608
+            + ", ".join([one] * len(rows))
+            + f" ON CONFLICT DO NOTHING RETURNING {quote('event_id')}"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [value for row in rows for value in row])
+            return len(cursor.fetchall())
 
     def _store(
         self, events_page: EventsPage, day: date, page: int, last: date
@@ -498,22 +556,12 @@ class _Run:
         by_id: dict[str, dict] = {}
         for event in events_page.events:
             by_id.setdefault(str(event["id"]), event)
+        rows = [self._row(e, self.adapt_time(received)) for e in by_id.values()]
         with transaction.atomic():
-            existing = set(
-                LogMessage.objects.filter(
-                    source_id=source.pk, event_id__in=list(by_id)
-                ).values_list("event_id", flat=True)
-            )
-            new = [
-                self._message(e, received)
-                for i, e in by_id.items()
-                if i not in existing
-            ]
-            if new:
-                LogMessage.objects.bulk_create(new, ignore_conflicts=True)
+            stored = self._insert(rows)
             dropped = dict(self.dropped_counts)
             for key in self.dropped:
-                dropped[key] = dropped.get(key, 0) + len(new)
+                dropped[key] = dropped.get(key, 0) + stored
             moved = (
                 Source.objects.filter(pk=source.pk, lease_owner=self.owner)
                 .exclude(state=SourceState.STOPPING)
@@ -534,7 +582,7 @@ class _Run:
         source.last_complete_day = complete
         source.error_streak_started = None
         self.result.pages += 1
-        self.result.stored += len(new)
+        self.result.stored += stored
         return next_day, next_page
 
     def _finish(self, last: date) -> None:

@@ -88,15 +88,16 @@ def test_our_own_failure_is_a_first_party_error_and_stores_nothing(
     settings, sb, clock, collector, monkeypatch
 ):
     source = es.sandbox_source(settings, sb, collector)
-    real = LogMessage.objects.bulk_create
+    real = collection._Run._insert
     broken = {"on": True}
 
-    def bulk_create(objs, *args, **kw):
+    def insert(run, rows):
+        stored = real(run, rows)  # Rows written, then the database fails.
         if broken["on"]:
             raise OperationalError("database is locked")
-        return real(objs, *args, **kw)
+        return stored
 
-    monkeypatch.setattr(LogMessage.objects, "bulk_create", bulk_create)
+    monkeypatch.setattr(collection._Run, "_insert", insert)
 
     assert collection.run(source.pk).outcome == "retrying"
 
