@@ -131,6 +131,8 @@ class SourceForm(forms.ModelForm):
         self.fields["base_url_key"].choices = [("", "Select…"), *baseurls.choices()]
         self.fields["description"].label = "Description"
         if self.adding:
+            # Checked in clean_api_key (with its own message); marked required.
+            self.fields["api_key"].shown_required = True
             self.fields["api_key"].help_text = (
                 "Your secret KnowBe4 User Event API key (from the User Event API "
                 "Management Console)."

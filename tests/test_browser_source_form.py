@@ -1,0 +1,92 @@
+"""The real Add Source form in headless Chromium: +Add Field, the live schema
+check, Save, and the new source on the Collection page in Pending."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from collectors.models import FieldDefinition, Source
+from tests.cast import make_collector, make_field, make_source
+from tests.conftest import artifacts_dir
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def test_it_adds_a_source_with_fields(page, live_server):
+    collector = make_collector("Production")
+    make_field("department")
+    page.goto(live_server.url + reverse("collection"))
+    page.click(f'tr[data-collector-id="{collector.pk}"] a.add-source')
+    page.click("a.tile")
+    page.fill("input[name=name]", "KnowBe4 Browser")
+    page.fill("textarea[name=description]", "Added by the browser test")
+    page.fill("input[name=category]", "Security/KnowBe4")
+
+    page.click("#add-field")
+    page.click("#add-field")
+    rows = page.locator("[data-field-row]")
+    assert rows.count() == 2
+    rows.nth(0).locator(".field-key").type("Department")
+    rows.nth(0).locator(".field-value").fill("IT")
+    rows.nth(1).locator(".field-key").type("cost_center")
+    rows.nth(1).locator(".field-value").fill("42")
+
+    assert rows.nth(0).locator(".indicator-ok").is_visible()
+    assert not rows.nth(0).locator(".indicator-missing").is_visible()
+    assert rows.nth(1).locator(".indicator-missing").is_visible()
+    assert not rows.nth(1).locator(".indicator-ok").is_visible()
+    assert page.locator("#auto-add").is_visible()
+
+    page.select_option("select[name=base_url_key]", "eu")
+    page.fill("input[name=api_key]", "browser-key-0123456789")
+    page.screenshot(path=str(artifacts_dir() / "add-source-form.png"), full_page=True)
+    page.click("button[type=submit]:has-text('Save')")
+
+    page.wait_for_url(live_server.url + reverse("collection"))
+    source = Source.objects.get(name="KnowBe4 Browser")
+    row = page.locator(f'tr[data-source-id="{source.pk}"]')
+    assert row.locator("[data-state]").inner_text() == "Pending"
+    assert "cost_center" in page.locator(".flash").inner_text()
+    assert dict(source.fields.values_list("key", "value")) == {
+        "Department": "IT",
+        "cost_center": "42",
+    }
+    assert not FieldDefinition.objects.filter(name="cost_center").exists()
+
+
+def test_it_hides_the_auto_add_option_when_every_key_is_known(page, live_server):
+    collector = make_collector("Production")
+    make_field("team")
+    page.goto(live_server.url + reverse("source-add", args=[collector.pk]))
+    assert not page.locator("#auto-add").is_visible()
+    page.click("#add-field")
+    key = page.locator(".field-key").first
+    key.type("teamx")
+    assert page.locator("#auto-add").is_visible()
+    key.press("Backspace")
+    assert page.locator(".indicator-ok").first.is_visible()
+    assert not page.locator("#auto-add").is_visible()
+    page.click(".remove-field")
+    assert page.locator("[data-field-row]").count() == 0
+
+
+def test_it_stops_at_ten_fields(page, live_server):
+    collector = make_collector("Production")
+    page.goto(live_server.url + reverse("source-add", args=[collector.pk]))
+    for _ in range(10):
+        page.click("#add-field")
+    assert page.locator("[data-field-row]").count() == 10
+    assert not page.locator("#add-field").is_visible()
+    assert page.locator("#field-limit").is_visible()
+
+
+def test_it_screenshots_the_collection_page(page, live_server):
+    prod = make_collector("Production", description="Main tenant")
+    staging = make_collector("Staging", category="Staging/Security")
+    make_source(prod, "KnowBe4 Events", category="Security/KnowBe4")
+    make_source(prod, "KnowBe4 EU", base_url_key="eu", state="collecting")
+    make_source(staging, "KnowBe4 Test", state="error", error_type="ThirdPartyConfig")
+    page.goto(live_server.url + reverse("collection"))
+    page.screenshot(path=str(artifacts_dir() / "collection-page.png"), full_page=True)
+    assert page.locator("tr[data-source-id]").count() == 3
