@@ -14,23 +14,6 @@ from collectors import collection
 from collectors.models import Source
 from collectors.tasks import due_sources
 
-# Outcomes after which running the same source again at once is pointless.
-FINAL = {
-    "caught_up",
-    "not_due",
-    "error_state",
-    "config_error",
-    "retries_exhausted",
-    "retrying",
-    "throttled",
-    "quota_exceeded",
-    "deleted",
-    "gone",
-    "lease_held",
-    "failed",
-    "lease_lost",
-}
-
 
 class Command(BaseCommand):
     help = "Run collection for due sources in this process (no qcluster needed)."
@@ -48,7 +31,8 @@ class Command(BaseCommand):
             raise CommandError(f"There is no source {source}.")
         while True:
             ran = [self._run(pk) for pk in self._due(source)]
-            if not until_idle or not any(r.outcome not in FINAL for r in ran):
+            # Only a run cut short by its budget leaves work that is due now.
+            if not until_idle or not any(r.more for r in ran):
                 break
 
     def _due(self, only: int | None) -> list[int]:
