@@ -7,6 +7,7 @@ resource's look from here, so a status means the same thing everywhere.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 
 @dataclass(frozen=True)
@@ -55,3 +56,12 @@ def last_success_text(when) -> str:
     if when is None:
         return "No successful collection yet"
     return f"Last successful collection: {when:%Y-%m-%d %H:%M} UTC"
+
+
+@cache
+def icon_url(look: StatusLook) -> str:
+    """The static URL of a look's icon, resolved once per process: the
+    Collection page and its refresh endpoint draw hundreds of icons."""
+    from django.templatetags.static import static
+
+    return static(look.icon)

@@ -100,3 +100,22 @@ def test_it_runs_constant_queries(admin_client, django_assert_num_queries):
 @pytest.mark.django_db
 def test_it_requires_sign_in(client):
     assert client.get(reverse("collection-status")).status_code == 302
+
+
+@pytest.mark.django_db
+def test_it_answers_only_for_the_rows_the_page_names(admin_client):
+    shown, hidden = make_collector("Shown"), make_collector("Hidden")
+    a = make_source(shown, "A")
+    b = make_source(hidden, "B")
+    loose = make_source(hidden, "Loose", state=SourceState.ERROR)
+    event(b)
+    event(loose)
+    resp = admin_client.get(
+        reverse("collection-status"),
+        {"collectors": f"{shown.pk},junk", "sources": str(loose.pk)},
+    )
+    data = resp.json()
+    assert {s["id"] for s in data["sources"]} == {a.pk, loose.pk}
+    assert [c["id"] for c in data["collectors"]] == [shown.pk]
+    assert data["collectors"][0]["status"] == "healthy"  # b's event is elsewhere
+    assert next(s for s in data["sources"] if s["id"] == loose.pk)["errors"] == 1

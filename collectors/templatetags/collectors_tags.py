@@ -3,10 +3,15 @@ and the inline SVG chart of the messages page."""
 
 from __future__ import annotations
 
+from functools import cache
+
 from django import template
 from django.db.models import Max
+from django.urls import reverse
+from django.utils.html import format_html
 
 from collectors import status
+from collectors.models import Source
 
 register = template.Library()
 
@@ -31,7 +36,7 @@ def _last_success(obj):
 
 
 @register.simple_tag
-def health_status(obj) -> dict:
+def health_status(obj, panel_url: bool = True) -> dict:
     """The look, tooltip, last success and panel URL of a source or collector.
 
     Reads the `open_errors` / `open_warnings` annotations that list views add
@@ -52,8 +57,50 @@ def health_status(obj) -> dict:
         "tooltip": status.health_tooltip(errors, warnings),
         "last_success": last,
         "last_success_text": status.last_success_text(last),
-        "panel_url": obj.get_health_url(),
+        "panel_url": obj.get_health_url() if panel_url else None,
     }
+
+
+@cache
+def _url_pattern(name: str) -> str:
+    """reverse(name) with a marker for the id, so a long list reverses once."""
+    return reverse(name, args=[987654321])
+
+
+def _panel_url(obj) -> str:
+    """The Health Events panel URL of a source or collector, without a
+    resolver walk per row (the Collection page draws hundreds of icons)."""
+    name = "source-health" if isinstance(obj, Source) else "collector-health"
+    return _url_pattern(name).replace("987654321", str(obj.pk))
+
+
+@register.simple_tag
+def status_icon(obj) -> str:
+    """The status icon button: look, tooltip data and panel URL in one go.
+
+    Drawn by `_status_icon.html` for every row of the Collection page, so it
+    is built with one format_html rather than a template per row.
+    """
+    st = health_status(obj, panel_url=False)
+    look = st["look"]
+    return format_html(
+        '<button type="button" class="status-icon status-{}" data-health-url="{}" '
+        'data-status="{}" data-errors="{}" data-warnings="{}" data-tooltip="{}" '
+        'data-last-success="{}" aria-label="Health: {}, {}. {}" '
+        'aria-haspopup="dialog"><img src="{}" alt="" width="18" height="18">'
+        "</button>",
+        look.colour,
+        _panel_url(obj),
+        look.key,
+        st["errors"],
+        st["warnings"],
+        st["tooltip"],
+        st["last_success_text"],
+        look.label,
+        st["tooltip"],
+        st["last_success_text"],
+        status.icon_url(look),
+    )
 
 
 CHART_W, CHART_H, CHART_PAD = 1200, 150, 24

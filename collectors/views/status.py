@@ -1,27 +1,38 @@
-"""The Collection page's refresh endpoint: every resource's state and look.
+"""The Collection page's refresh endpoint: resources' states and looks.
 
 The page polls this every few seconds while it is visible and updates its
-state labels and status icons in place. Three queries whatever the number of
-collectors, sources and health events: sources, collectors, and the open
-health events grouped by resource and severity (open events are few: at most
-one per source and event name).
+state labels and status icons in place. It names the rows it shows
+(`?collectors=1,2&sources=7`), so the answer covers one page, not the whole
+installation; without parameters every resource is returned. Three queries
+whatever the numbers: sources, collectors, and the open health events grouped
+by resource and severity (open events are few: at most one per source and
+event name).
 """
 
 from __future__ import annotations
 
 from collections import Counter
 
-from django.db.models import Count
+from django.db.models import Count, Q
 from django.http import JsonResponse
-from django.templatetags.static import static
 from django.views.decorators.http import require_GET
 
 from collectors import status
 from collectors.choices import Severity, SourceState
 from collectors.models import HealthEvent, HostedCollector, Source
 
+MAX_IDS = 2000
 
-def _open_counts() -> tuple[Counter, Counter, Counter, Counter]:
+
+def _ids(value: str) -> list[int] | None:
+    """Comma-separated ids from the URL (junk ignored); None when absent."""
+    if not value:
+        return None
+    ids = [int(part) for part in value.split(",")[:MAX_IDS] if part.isdigit()]
+    return ids
+
+
+def _open_counts(events) -> tuple[Counter, Counter, Counter, Counter]:
     """Open (errors, warnings) per source and per collector, in one query.
 
     A collector counts its own events and those of its sources, as its panel
@@ -29,8 +40,7 @@ def _open_counts() -> tuple[Counter, Counter, Counter, Counter]:
     """
     src_err, src_warn, col_err, col_warn = Counter(), Counter(), Counter(), Counter()
     rows = (
-        HealthEvent.objects.open()
-        .values("source_id", "source__collector_id", "collector_id", "severity")
+        events.values("source_id", "source__collector_id", "collector_id", "severity")
         .annotate(n=Count("id"))
         .order_by()
     )
@@ -45,13 +55,13 @@ def _open_counts() -> tuple[Counter, Counter, Counter, Counter]:
 
 
 def _look(errors: int, warnings: int, *, neutral: bool, last_success) -> dict:
-    """The JSON twin of the `health_status` template tag."""
+    """The JSON twin of the `status_icon` template tag."""
     look = status.health_look(errors, warnings, neutral=neutral)
     return {
         "status": look.key,
         "label": look.label,
         "colour": look.colour,
-        "icon": static(look.icon),
+        "icon": status.icon_url(look),
         "errors": errors,
         "warnings": warnings,
         "tooltip": status.health_tooltip(errors, warnings),
@@ -60,13 +70,35 @@ def _look(errors: int, warnings: int, *, neutral: bool, last_success) -> dict:
     }
 
 
+def _scope(request):
+    """(sources, collectors, open events) limited to the ids the page names."""
+    collector_ids = _ids(request.GET.get("collectors", ""))
+    source_ids = _ids(request.GET.get("sources", ""))
+    sources = Source.objects.all()
+    collectors = HostedCollector.objects.all()
+    events = HealthEvent.objects.open()
+    if collector_ids is not None or source_ids is not None:
+        collector_ids, source_ids = collector_ids or [], source_ids or []
+        sources = sources.filter(
+            Q(collector_id__in=collector_ids) | Q(pk__in=source_ids)
+        )
+        collectors = collectors.filter(pk__in=collector_ids)
+        events = events.filter(
+            Q(collector_id__in=collector_ids)
+            | Q(source__collector_id__in=collector_ids)
+            | Q(source_id__in=source_ids)
+        )
+    return sources, collectors, events
+
+
 @require_GET
 def collection_status(request):
-    """States and looks of every source and collector, as JSON."""
-    src_err, src_warn, col_err, col_warn = _open_counts()
+    """States and looks of the named (or all) sources and collectors, as JSON."""
+    sources_qs, collectors_qs, events = _scope(request)
+    src_err, src_warn, col_err, col_warn = _open_counts(events)
     latest: dict[int, object] = {}
     sources = []
-    for pk, collector_id, state, last in Source.objects.values_list(
+    for pk, collector_id, state, last in sources_qs.values_list(
         "pk", "collector_id", "state", "last_success_at"
     ).order_by():
         if last and (latest.get(collector_id) is None or last > latest[collector_id]):
@@ -87,6 +119,6 @@ def collection_status(request):
                 col_err[pk], col_warn[pk], neutral=False, last_success=latest.get(pk)
             ),
         }
-        for pk in HostedCollector.objects.values_list("pk", flat=True).order_by()
+        for pk in collectors_qs.values_list("pk", flat=True).order_by()
     ]
     return JsonResponse({"sources": sources, "collectors": collectors})

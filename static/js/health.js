@@ -229,9 +229,27 @@
     document.dispatchEvent(new CustomEvent("health:refreshed"));
   }
 
+  function idsOf(attr) {
+    var seen = {};
+    document.querySelectorAll("[" + attr + "]").forEach(function (el) {
+      seen[el.getAttribute(attr)] = true;
+    });
+    return Object.keys(seen).join(",");
+  }
+
+  function scopedUrl() {
+    // Only the rows on this page: the answer stays small on a big installation.
+    var params = new URLSearchParams();
+    var collectors = idsOf("data-collector-id");
+    var sources = idsOf("data-source-id");
+    if (collectors) params.set("collectors", collectors);
+    if (sources) params.set("sources", sources);
+    return statusUrl + (statusUrl.indexOf("?") < 0 ? "?" : "&") + params.toString();
+  }
+
   function poll() {
     if (document.visibilityState !== "visible") return;
-    fetch(statusUrl, { headers: { Accept: "application/json" }, credentials: "same-origin" })
+    fetch(scopedUrl(), { headers: { Accept: "application/json" }, credentials: "same-origin" })
       .then(function (resp) {
         if (!resp.ok) throw new Error("HTTP " + resp.status);
         return resp.json();
