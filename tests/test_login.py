@@ -80,3 +80,20 @@ def test_it_keeps_admin_for_staff(client, user):
     response = client.get("/admin/")
     assert response.status_code == 302
     assert "/admin/login/" in response["Location"]
+
+
+def test_it_requires_sign_in_on_every_app_url(client, source):
+    """Every URL of the app, the other helpers' included, sends anonymous
+    visitors to the login page."""
+    from collectors import urls
+    from tests.test_key_never_shown import app_patterns, kwarg_sets
+
+    checked = 0
+    for pattern in app_patterns(urls.urlpatterns):
+        for kwargs in kwarg_sets(pattern, {source.pk}):
+            url = reverse(pattern.name, kwargs=kwargs)
+            response = client.get(url)
+            assert response.status_code == 302, url
+            assert response["Location"].startswith(reverse("login")), url
+            checked += 1
+    assert checked >= 13
