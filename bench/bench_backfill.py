@@ -1,0 +1,351 @@
+"""Backfill benchmark: a real `manage.py collect` process against the sandbox.
+
+    .venv/bin/python bench/bench_backfill.py                 # SQLite (temp dir)
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/kb4_bench \\
+    REDIS_URL=redis://127.0.0.1:6379/0 .venv/bin/python bench/bench_backfill.py
+
+What it measures (the issue's section 9):
+1. limits off on both sides (sandbox `--no-rate-limit --no-quota`, engine
+   KNOWBE4_RATE_LIMIT=0): events/s of a backfill of 100,000 events, and the
+   collection process's peak memory (ru_maxrss from wait4), also for 20,000
+   events to show that memory does not grow with the number of events;
+2. limits on (sandbox 4 requests/s per key, the shared limiter on): the
+   fraction of the bound 4 requests/s x 100 events/page reached over a
+   `--limited-seconds` window, and the number of 429s (must be 0).
+
+The sandbox runs as its own process; each measurement uses a new source. The
+figures replace this database's section of bench/RESULTS-engine.md (`--results`).
+The machine is usually shared, so each size is run `--repeat` times (best kept)
+and the collect process's CPU time is reported as a load-independent figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.fernet import Fernet
+
+ROOT = Path(__file__).resolve().parent.parent
+DAYS = 10
+PER_PAGE = 100
+RATE = 4  # requests per second per key
+PROFILE: list[str] = []  # ["-m", "cProfile", "-o", FILE] with --profile FILE
+
+
+@dataclass
+class Backfill:
+    """One collection process's figures."""
+
+    events: int
+    seconds: float
+    maxrss_mb: float
+    requests: int = 0
+    throttled: int = 0
+    cpu_seconds: float = 0.0  # user + system time of the collect process
+    load: float = 0.0  # 1-minute load average when the run started
+
+    @property
+    def per_second(self) -> float:
+        return self.events / self.seconds if self.seconds else 0.0
+
+
+def setup_django(env: dict[str, str]) -> None:
+    """Configure this process like the collector (same database and secrets)."""
+    os.environ.update(env)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "knowbe4sumo.settings")
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    ensure_postgres_database(os.environ.get("DATABASE_URL", ""))
+    call_command("migrate", verbosity=0)
+
+
+def ensure_postgres_database(url: str) -> None:
+    """Create the PostgreSQL database named in DATABASE_URL if it is missing."""
+    if not url.startswith(("postgres://", "postgresql://")):
+        return
+    import psycopg
+    from django.conf import settings
+
+    cfg = settings.DATABASES["default"]
+    with psycopg.connect(
+        dbname="postgres",
+        user=cfg["USER"],
+        password=cfg["PASSWORD"] or None,
+        host=cfg["HOST"] or None,
+        port=cfg["PORT"] or None,
+        autocommit=True,
+    ) as conn:
+        name = cfg["NAME"]
+        found = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", [name]
+        ).fetchone()
+        if not found:
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+
+class Sandbox:
+    """`manage.py knowbe4_sandbox` in its own process, on an ephemeral port."""
+
+    def __init__(self, total: int, *, limits: bool, env: dict[str, str]) -> None:
+        cmd = [
+            sys.executable, "manage.py", "knowbe4_sandbox", "--port", "0",
+            "--api-key", "kb4-bench-key-0123456789-AbCdEf", "--days", str(DAYS),
+            "--total-events", str(total), "--seed", "bench",
+        ]  # fmt: skip
+        if not limits:
+            cmd += ["--no-rate-limit", "--no-quota"]
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True
+        )
+        line = self.proc.stdout.readline()
+        match = re.search(r"listening on (http://\S+?),", line)
+        if not match:
+            self.proc.kill()
+            raise SystemExit(f"the sandbox did not start: {line!r}")
+        self.url = match.group(1)
+        self.api_key = "kb4-bench-key-0123456789-AbCdEf"
+
+    def requests(self) -> list[dict]:
+        import json
+        import urllib.request
+
+        with urllib.request.urlopen(self.url + "/_sandbox/requests", timeout=30) as r:
+            return [x for x in json.load(r)["data"] if x["path"].startswith("/events")]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def new_source(sandbox: Sandbox, label: str) -> int:
+    """A fresh source reading the sandbox's whole window of days."""
+    from collectors.models import HostedCollector, Source
+
+    collector, _ = HostedCollector.objects.get_or_create(name="Benchmark")
+    source = Source(
+        collector=collector,
+        name=f"{label} {time.time_ns()}",
+        category="Bench/KnowBe4",
+        base_url_key="x-sandbox",
+        initial_lookback_days=DAYS,
+    )
+    source.set_api_key(sandbox.api_key)
+    source.save()
+    return source.pk
+
+
+def stored(source_id: int) -> int:
+    from collectors.models import LogMessage
+
+    return LogMessage.objects.filter(source_id=source_id).count()
+
+
+def run_collector(
+    source_id: int, env: dict[str, str], stop_after: float | None = None
+) -> tuple[float, float, float, float]:
+    """Run `collect --until-idle` for one source: (start, end, peak RSS in MB,
+    CPU seconds)."""
+    cmd = [
+        sys.executable, *PROFILE, "manage.py", "collect", "--source", str(source_id),
+        "--until-idle",
+    ]  # fmt: skip
+    start = time.time()
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+    if stop_after is not None:
+        time.sleep(stop_after)
+        proc.send_signal(signal.SIGTERM)
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    end = time.time()
+    if stop_after is None and proc.returncode != 0:
+        raise SystemExit(f"collect failed with exit code {proc.returncode}")
+    cpu = usage.ru_utime + usage.ru_stime
+    return start, end, usage.ru_maxrss / 1024, cpu  # Linux: ru_maxrss in KB
+
+
+def unlimited(total: int, env: dict[str, str]) -> Backfill:
+    """Backfill `total` events with every limit off: throughput and memory."""
+    sandbox = Sandbox(total, limits=False, env=env)
+    try:
+        child = {**env, "KNOWBE4_EXTRA_BASE_URLS": f"Sandbox|{sandbox.url}"}
+        child["KNOWBE4_RATE_LIMIT"] = "0"
+        from django.conf import settings
+
+        settings.KNOWBE4_EXTRA_BASE_URLS = [f"Sandbox|{sandbox.url}"]
+        source_id = new_source(sandbox, f"unlimited-{total}")
+        load = os.getloadavg()[0]
+        start, end, rss, cpu = run_collector(source_id, child)
+        log = sandbox.requests()
+    finally:
+        sandbox.stop()
+    count = stored(source_id)
+    if count != total:
+        raise SystemExit(f"stored {count} events, the sandbox has {total}")
+    # Time from the first request to the last (the process start-up excluded).
+    first, last = log[0]["time"], log[-1]["time"]
+    seconds = max(last - first, 1e-6)
+    result = Backfill(count, seconds, rss, len(log), cpu_seconds=cpu, load=load)
+    print(
+        f"  limits off, {total:,} events: {result.per_second:,.0f} events/s "
+        f"({len(log)} requests in {seconds:.1f} s; process wall {end - start:.1f} s, "
+        f"CPU {cpu:.1f} s), peak RSS {rss:.0f} MB, load average {load:.1f}"
+    )
+    return result
+
+
+def limited(seconds: float, env: dict[str, str]) -> Backfill:
+    """Collect with both limits on for `seconds`: the share of 4 req/s reached."""
+    sandbox = Sandbox(100_000, limits=True, env=env)
+    try:
+        child = {**env, "KNOWBE4_EXTRA_BASE_URLS": f"Sandbox|{sandbox.url}"}
+        child["KNOWBE4_RATE_LIMIT"] = "1"
+        from django.conf import settings
+
+        settings.KNOWBE4_EXTRA_BASE_URLS = [f"Sandbox|{sandbox.url}"]
+        source_id = new_source(sandbox, "limited")
+        # Django's start-up comes first: stop `seconds` after the first request.
+        load = os.getloadavg()[0]
+        _start, _end, rss, cpu = run_collector(source_id, child, stop_after=seconds + 2)
+        log = sandbox.requests()
+    finally:
+        sandbox.stop()
+    ok = [r["time"] for r in log if r["status"] == 200]
+    throttled = sum(1 for r in log if r["status"] == 429)
+    # Requests go in bursts of up to 4; measure from the first request to the
+    # first of a later burst (a multiple of 4 requests later) inside the window,
+    # so that neither end of the window flatters or penalises the figure.
+    m = max(i for i in range(0, len(ok), RATE) if ok[i] <= ok[0] + seconds)
+    span = ok[m] - ok[0]
+    result = Backfill(m * PER_PAGE, span, rss, m, throttled, cpu, load)
+    share = result.per_second / (RATE * PER_PAGE)
+    print(
+        f"  limits on: {m} pages in {span:.2f} s = "
+        f"{result.per_second:,.1f} events/s = {share:.1%} of the bound "
+        f"{RATE * PER_PAGE} events/s; 429 responses: {throttled}"
+    )
+    return result
+
+
+def best_of(times: int, measure) -> Backfill:
+    """The fastest of `times` runs (and the highest peak memory among them)."""
+    runs = [measure() for _ in range(max(1, times))]
+    best = max(runs, key=lambda r: r.per_second)
+    best.maxrss_mb = max(r.maxrss_mb for r in runs)
+    return best
+
+
+def describe_database() -> str:
+    from django.db import connection
+
+    if connection.vendor == "sqlite":
+        return "SQLite (WAL)"
+    version = connection.cursor().connection.info.server_version
+    return f"PostgreSQL {version // 10000}"
+
+
+def write_results(path: Path, label: str, lines: list[str]) -> None:
+    """Replace (or add) this database's section of the results file."""
+    head = "# Collection engine benchmark\n\nWritten by `bench/bench_backfill.py`.\n"
+    text = path.read_text() if path.exists() else head
+    section = f"## {label}\n\n" + "\n".join(lines) + "\n"
+    pattern = re.compile(rf"^## {re.escape(label)}\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(text):
+        text = pattern.sub(lambda _m: section + "\n", text).rstrip() + "\n"
+    else:
+        text = text.rstrip() + "\n\n" + section
+    path.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--small-events", type=int, default=20_000)
+    parser.add_argument("--limited-seconds", type=float, default=30.0)
+    parser.add_argument("--skip-limited", action="store_true")
+    parser.add_argument(
+        "--repeat", type=int, default=2, help="best of N runs (shared machines)"
+    )
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=ROOT / "bench" / "RESULTS-engine.md",
+        help="replace this database's section of FILE ('' to skip)",
+    )
+    parser.add_argument(
+        "--profile", help="cProfile the collect process into this file (slower)"
+    )
+    args = parser.parse_args()
+    if args.profile:
+        PROFILE.extend(["-m", "cProfile", "-o", args.profile])
+
+    env = dict(os.environ)
+    if not env.get("DATABASE_URL"):
+        env["DATA_DIR"] = tempfile.mkdtemp(prefix="kb4-bench-")
+    # Production settings: DEBUG off (with DEBUG on Django keeps the SQL of the
+    # last 9,000 queries of every connection in memory).
+    env["DEBUG"] = "0"
+    env.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
+    env.setdefault("FIELD_ENCRYPTION_KEYS", Fernet.generate_key().decode())
+    env.setdefault("ALLOWED_HOSTS", "127.0.0.1")
+    env["LOG_LEVEL"] = "WARNING"
+    setup_django(env)
+    database = describe_database()
+    limiter = "Redis" if env.get("REDIS_URL") else "database"
+    prefix = [f"{k}={env[k]}" for k in ("DATABASE_URL", "REDIS_URL") if env.get(k)]
+    script = ".venv/bin/python bench/bench_backfill.py"
+    command = " ".join([*prefix, script, *sys.argv[1:]])
+    print(f"{database}, limiter state in the {limiter}; {platform.processor() or ''}")
+    print(f"command: {command}")
+
+    small = best_of(args.repeat, lambda: unlimited(args.small_events, env))
+    big = best_of(args.repeat, lambda: unlimited(args.events, env))
+    lines = [
+        f"Command: `{command}`  ",
+        f"Machine: {os.cpu_count()} CPUs (shared; 1-minute load average "
+        f"{big.load:.1f} at the start of the best run), Python "
+        f"{platform.python_version()}, {time.strftime('%Y-%m-%d')}  ",
+        f"Limiter state: {limiter}; best of {args.repeat} run(s) per size",
+        "",
+        "| Measurement | Result | Target |",
+        "|---|---|---|",
+        f"| Backfill of {big.events:,} events, limits off | "
+        f"**{big.per_second:,.0f} events/s** ({big.requests} requests in "
+        f"{big.seconds:.1f} s) | >= 5,000 events/s |",
+        f"| CPU time of the collect process for it | {big.cpu_seconds:.1f} s = "
+        f"{big.events / big.cpu_seconds:,.0f} events per CPU-second | |",
+        f"| Peak memory of the collect process, {big.events:,} events | "
+        f"**{big.maxrss_mb:.0f} MB** | < 200 MB |",
+        f"| Peak memory, {small.events:,} events | {small.maxrss_mb:.0f} MB "
+        f"({small.per_second:,.0f} events/s) | the same (no growth) |",
+    ]
+    if not args.skip_limited:
+        lim = limited(args.limited_seconds, env)
+        share = lim.per_second / (RATE * PER_PAGE)
+        lines.append(
+            f"| Limits on, {lim.requests} pages in {lim.seconds:.1f} s | "
+            f"**{share:.1%} of the bound** ({lim.per_second:,.1f} of "
+            f"{RATE * PER_PAGE} events/s), {lim.throttled} x 429 | >= 95%, no 429 |"
+        )
+    print("\n".join(lines))
+    if str(args.results) not in ("", "."):
+        write_results(args.results, database, lines)
+        print(f"written to {args.results}")
+
+
+if __name__ == "__main__":
+    main()
