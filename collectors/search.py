@@ -10,6 +10,7 @@ end becomes a range over `msg_category_time`, and pages are keyset pages over
 
 from __future__ import annotations
 
+import html
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -18,7 +19,10 @@ from django import forms
 from django.db import connection
 from django.db.models import Count, Q, QuerySet
 from django.db.models.functions import TruncDate
+from django.forms.utils import flatatt
 from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.safestring import mark_safe
 
 from collectors.choices import HealthEventName, Severity
 from collectors.models import HealthEvent, HostedCollector, LogMessage, Source
@@ -57,12 +61,77 @@ def category_q(pattern: str) -> Q:
     return Q(source_category__regex=f"^{regex}$")
 
 
+class FastSelect(forms.Select):
+    """A <select> rendered in one pass.
+
+    Django's stock widget renders a template per option, which costs about a
+    second for the thousands of sources a large installation has; this one
+    builds the same (escaped) markup with one join.
+    """
+
+    def render(self, name, value, attrs=None, renderer=None) -> str:
+        final = self.build_attrs(self.attrs, attrs)
+        final["id"] = final.get("id") or f"id_{name}"
+        chosen = "" if value is None else str(value)
+        options = "".join(
+            '<option value="{}"{}>{}</option>'.format(
+                html.escape(str(key)),
+                " selected" if str(key) == chosen else "",
+                html.escape(str(label)),
+            )
+            for key, label in self.choices
+        )
+        return format_html(
+            '<select name="{}"{}>{}</select>',
+            name,
+            flatatt(final),
+            mark_safe(options),  # noqa: S308 - every key and label escaped above
+        )
+
+
+def _source_choices() -> list[tuple[str, str]]:
+    """Every source as "collector / source", from one narrow query."""
+    rows = Source.objects.order_by("collector__name", "name").values_list(
+        "pk", "collector__name", "name"
+    )
+    return [("", "Any source")] + [(str(pk), f"{c} / {n}") for pk, c, n in rows]
+
+
+def _collector_choices() -> list[tuple[str, str]]:
+    rows = HostedCollector.objects.order_by("name").values_list("pk", "name")
+    return [("", "Any collector")] + [(str(pk), name) for pk, name in rows]
+
+
+def resource_field(kind: str) -> forms.TypedChoiceField:
+    """A source or collector dropdown whose cleaned value is an id (or None).
+
+    Its choices are filled once per form by `ResourceChoicesMixin` (a callable
+    would be queried again for validation and for rendering).
+    """
+    return forms.TypedChoiceField(
+        label=kind.capitalize(),
+        required=False,
+        coerce=int,
+        empty_value=None,
+        widget=FastSelect,
+    )
+
+
+class ResourceChoicesMixin:
+    """Fills the `source` and `collector` dropdowns: one query each."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["source"].choices = _source_choices()
+        self.fields["collector"].choices = _collector_choices()
+
+
 def _next_prefix(prefix: str) -> str:
     """The smallest string greater than every string starting with `prefix`."""
     return prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
-class MessageFilterForm(forms.Form):
+class MessageFilterForm(ResourceChoicesMixin, forms.Form):
     """The filters of the messages page (all optional, all GET parameters)."""
 
     category = forms.CharField(
@@ -71,16 +140,8 @@ class MessageFilterForm(forms.Form):
         max_length=1024,
         help_text="Use * as a wildcard, e.g. Security/*",
     )
-    source = forms.ModelChoiceField(
-        queryset=Source.objects.select_related("collector"),
-        required=False,
-        empty_label="Any source",
-    )
-    collector = forms.ModelChoiceField(
-        queryset=HostedCollector.objects.all(),
-        required=False,
-        empty_label="Any collector",
-    )
+    source = resource_field("source")
+    collector = resource_field("collector")
     range = forms.ChoiceField(
         label="Time range",
         required=False,
@@ -107,12 +168,6 @@ class MessageFilterForm(forms.Form):
     )
     user_email = forms.CharField(label="User email", required=False, max_length=254)
     q = forms.CharField(label="Text", required=False, max_length=200)
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.fields["source"].label_from_instance = lambda s: (
-            f"{s.collector.name} / {s.name}"
-        )
 
     def clean(self) -> dict:
         data = super().clean()
@@ -183,9 +238,9 @@ class MessageSearch:
         if d.get("category"):
             q &= category_q(d["category"])
         if d.get("source"):
-            q &= Q(source=d["source"])
+            q &= Q(source_id=d["source"])
         if d.get("collector"):
-            q &= Q(source__collector=d["collector"])
+            q &= Q(source__collector_id=d["collector"])
         since, until = self.time_bounds()
         if since:
             q &= Q(message_time__gte=since)
@@ -286,7 +341,7 @@ def _as_date(value) -> date:
     return value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
 
 
-class HealthEventFilterForm(forms.Form):
+class HealthEventFilterForm(ResourceChoicesMixin, forms.Form):
     """Filters of the Health Events page (GET parameters, all optional)."""
 
     SORTS = {
@@ -306,16 +361,8 @@ class HealthEventFilterForm(forms.Form):
         required=False,
         choices=[("", "Any event"), *HealthEventName.choices],
     )
-    collector = forms.ModelChoiceField(
-        queryset=HostedCollector.objects.all(),
-        required=False,
-        empty_label="Any collector",
-    )
-    source = forms.ModelChoiceField(
-        queryset=Source.objects.select_related("collector"),
-        required=False,
-        empty_label="Any source",
-    )
+    collector = resource_field("collector")
+    source = resource_field("source")
     status = forms.ChoiceField(
         required=False,
         choices=[("", "Open and resolved"), ("open", "Open"), ("resolved", "Resolved")],
@@ -331,12 +378,6 @@ class HealthEventFilterForm(forms.Form):
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
     )
     sort = forms.CharField(required=False, widget=forms.HiddenInput)
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.fields["source"].label_from_instance = lambda s: (
-            f"{s.collector.name} / {s.name}"
-        )
 
     def order_by(self) -> list[str]:
         """The requested sort (`-` for descending) if allowed, else newest first."""
@@ -359,7 +400,7 @@ class HealthEventFilterForm(forms.Form):
         if d["collector"]:
             qs = qs.for_collector(d["collector"])
         if d["source"]:
-            qs = qs.filter(source=d["source"])
+            qs = qs.filter(source_id=d["source"])
         if d["status"] == "open":
             qs = qs.open()
         elif d["status"] == "resolved":

@@ -87,9 +87,19 @@ def test_it_lists_open_events_of_a_source_in_at_most_5_queries(
         suggested_fix="Check the API key and the Base URL region, then save.",
         count=3,
     )
-    old = make_event(source, message="an old resolved problem")
-    old.resolved_at = old.last_seen
-    old.save()
+    make_event(source, severity=Severity.WARNING, message="slow answers")
+    make_event(
+        source,
+        event_name=HealthEventName.FIRST_PARTY_GENERIC,
+        error_type=ErrorType.FIRST_PARTY_GENERIC,
+        message="storage failed",
+    )
+    make_event(
+        source,
+        event_name=HealthEventName.FIRST_PARTY_GENERIC,
+        message="an old resolved problem",
+        resolved_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
     with django_assert_max_num_queries(5):
         resp = admin_client.get(reverse("source-health", args=[source.pk]))
     html = resp.content.decode()
@@ -99,6 +109,9 @@ def test_it_lists_open_events_of_a_source_in_at_most_5_queries(
     assert "KnowBe4 rejected the API key (401 Unauthorized)" in html
     assert "Check the API key and the Base URL region" in html
     assert "an old resolved problem" not in html
+    # errors first, then warnings
+    assert html.index("storage failed") < html.index("slow answers")
+    assert html.index("KnowBe4 rejected") < html.index("slow answers")
     assert f"?source={source.pk}" in html  # link to the full history
     assert API_KEY not in html
 
