@@ -26,19 +26,8 @@ YESTERDAY = TODAY - timedelta(days=1)
 @pytest.fixture
 def clock() -> Iterator[time_machine.Coordinates]:
     """Time at NOON, ticking (the limiter and the sandbox need time to pass)."""
-    forget_limiter_rows()
     with time_machine.travel(NOON, tick=True) as traveller:
         yield traveller
-
-
-def forget_limiter_rows() -> None:
-    """The database limiter remembers which ApiKeyUsage rows exist; each test's
-    rolled-back transaction removes them, so the memory must go too."""
-    from collectors import ratelimit
-
-    known = getattr(getattr(ratelimit, "_database_backend", None), "_known", None)
-    if known is not None:
-        known.clear()
 
 
 @pytest.fixture
