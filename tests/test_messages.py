@@ -207,3 +207,18 @@ def test_it_shows_metadata_columns_and_links_the_exports(admin_client, corpus):
     assert "Security/Phish" in html and "Production" in html
     assert reverse("messages-export", args=["csv"]) + "?category=Security%2F%2A" in html
     assert 'aria-current="page">Messages' in html
+
+
+@pytest.mark.django_db
+def test_it_escapes_names_in_the_resource_dropdowns(admin_client, collector):
+    make_source(collector, '<script>alert("x")</script>')
+    html = admin_client.get(reverse("messages")).content.decode()
+    assert "<script>alert" not in html
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in html
+
+
+@pytest.mark.django_db
+def test_it_keeps_the_chosen_source_selected(admin_client, source):
+    html = admin_client.get(reverse("messages"), {"source": source.pk}).content
+    assert f'<option value="{source.pk}" selected>'.encode() in html
+    assert b'<select name="source" id="id_source">' in html
