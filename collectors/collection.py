@@ -18,6 +18,7 @@ Why it cannot lose or duplicate an event:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -25,6 +26,7 @@ import socket
 import time
 import traceback
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
@@ -300,6 +302,67 @@ def run(
     return result
 
 
+class _Fetcher:
+    """Sends page requests on a helper thread, one ahead at most.
+
+    `limiter.acquire()` runs before a request is handed to the thread and
+    `release()` once its answer is taken, both in the run's thread (the
+    limiter's bookkeeping is per thread and may use the database). A short
+    Retry-After on 429 Too Many Requests is waited out here.
+    """
+
+    def __init__(self, run: _Run, pool, client: KnowBe4Client, limiter) -> None:
+        self.run, self.pool, self.client, self.limiter = run, pool, client, limiter
+        self.pending: tuple[tuple[date, int], Future] | None = None
+
+    def _send(self, day: date, page: int) -> Future:
+        self.limiter.acquire()
+        self.run.result.requests += 1
+        return self.pool.submit(self.client.list_events, day, page)
+
+    def _receive(self, future: Future) -> EventsPage:
+        try:
+            return future.result()
+        finally:
+            self.limiter.release()
+
+    def ahead(self, day: date, page: int) -> None:
+        """Start fetching the page after the current one."""
+        self.drain()
+        self.pending = ((day, page), self._send(day, page))
+
+    def page(self, day: date, page: int) -> EventsPage:
+        """The page's events: from the request sent ahead, or a new one."""
+        if self.pending and self.pending[0] == (day, page):
+            future = self.pending[1]
+            self.pending = None
+        else:
+            self.drain()
+            future = self._send(day, page)
+        for attempt in range(3):
+            try:
+                return self._receive(future)
+            except TooManyRequests as exc:
+                wait = exc.retry_after
+                if attempt == 2 or wait is None or wait > INLINE_RETRY_AFTER:
+                    raise
+                if time.monotonic() + wait >= self.run.deadline:
+                    raise
+                logger.debug("source %s: 429, waiting %.1fs", self.run.source_id, wait)
+                sleep(wait)
+                future = self._send(day, page)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def drain(self) -> None:
+        """Wait for a request sent ahead that will not be used; drop it."""
+        if self.pending is None:
+            return
+        _, future = self.pending
+        self.pending = None
+        with contextlib.suppress(Exception):  # Its page is read again later.
+            self._receive(future)
+
+
 class _Run:
     """The state of one run; `execute` is the whole of it."""
 
@@ -414,59 +477,64 @@ class _Run:
         if blocked and blocked > now:
             raise _QuotaBlocked(blocked)
         limiter = ratelimit.limiter_for(self.key_hash)
-        with KnowBe4Client(
-            base.url,
-            api_key,
-            throttle=limiter.acquire,
-            after_request=limiter.release,
-        ) as client:
-            self._read_pages(client, now)
+        with KnowBe4Client(base.url, api_key) as client:
+            self._read_pages(client, limiter, now)
 
-    def _read_pages(self, client: KnowBe4Client, now: datetime) -> None:
-        source = self.source
+    def _read_pages(self, client: KnowBe4Client, limiter, now: datetime) -> None:
+        """Read and store page after page until caught up or out of budget.
+
+        The next page is fetched by a helper thread while this one stores the
+        current page, so KnowBe4's latency and our writes overlap. The helper
+        only does HTTP (no database), and the page transaction never waits on
+        it; the limiter is acquired and released here, in this thread.
+        """
         last = last_collectable_day(now)
-        point = start_point(source, last)
+        point = start_point(self.source, last)
         day, page = point if point else (None, 1)
-        while day is not None and day <= last:
-            if self._out_of_budget():
-                self.result.more = True
-                break
-            events_page = self._fetch(client, day, page)
-            self._advance(
-                SourceState.AUTHENTICATED,
-                (SourceState.STARTED, SourceState.INITIALIZED),
-                "First successful call to KnowBe4",
-            )
-            day, page = self._store(events_page, day, page, last)
-            self._advance(
-                SourceState.COLLECTING,
-                (
-                    SourceState.STARTED,
-                    SourceState.INITIALIZED,
-                    SourceState.AUTHENTICATED,
-                ),
-                "First page stored",
-            )
+        with ThreadPoolExecutor(1, thread_name_prefix="kb4-fetch") as pool:
+            fetch = _Fetcher(self, pool, client, limiter)
+            try:
+                while day is not None and day <= last:
+                    if self._out_of_budget():
+                        self.result.more = True
+                        break
+                    events_page = fetch.page(day, page)
+                    self._advance(
+                        SourceState.AUTHENTICATED,
+                        (SourceState.STARTED, SourceState.INITIALIZED),
+                        "First successful call to KnowBe4",
+                    )
+                    following = self._next(events_page, day, last)
+                    if following[0] is not None and not self._out_of_budget(1):
+                        fetch.ahead(following[0], following[1])
+                    day, page = self._store(events_page, day, following)
+                    self._advance(
+                        SourceState.COLLECTING,
+                        (
+                            SourceState.STARTED,
+                            SourceState.INITIALIZED,
+                            SourceState.AUTHENTICATED,
+                        ),
+                        "First page stored",
+                    )
+            finally:
+                fetch.drain()
         self._finish(last)
 
-    def _out_of_budget(self) -> bool:
-        return self.result.pages >= self.max_pages or time.monotonic() >= self.deadline
+    def _out_of_budget(self, extra: int = 0) -> bool:
+        return (
+            self.result.pages + extra >= self.max_pages
+            or time.monotonic() >= self.deadline
+        )
 
-    def _fetch(self, client: KnowBe4Client, day: date, page: int) -> EventsPage:
-        """One page; a short Retry-After on 429 Too Many Requests is waited out."""
-        for _attempt in range(3):
-            self.result.requests += 1
-            try:
-                return client.list_events(day, page)
-            except TooManyRequests as exc:
-                wait = exc.retry_after
-                if wait is None or wait > INLINE_RETRY_AFTER:
-                    raise
-                if time.monotonic() + wait >= self.deadline:
-                    raise
-                logger.debug("source %s: 429, waiting %.1fs", self.source_id, wait)
-                sleep(wait)
-        return client.list_events(day, page)
+    def _next(
+        self, events_page: EventsPage, day: date, last: date
+    ) -> tuple[date | None, int, date | None]:
+        """(next day, next page, last complete day) after this page."""
+        if events_page.next_page is not None and events_page.events:
+            return day, events_page.next_page, self.source.last_complete_day
+        following = day + timedelta(days=1) if day < last else None
+        return following, 1, max(filter(None, (self.source.last_complete_day, day)))
 
     def _load_fields(self) -> None:
         """The source's fields kept on messages, and the ones dropped."""
@@ -541,22 +609,17 @@ class _Run:
             return len(cursor.fetchall())
 
     def _store(
-        self, events_page: EventsPage, day: date, page: int, last: date
+        self, events_page: EventsPage, day: date, following: tuple
     ) -> tuple[date | None, int]:
         """Commit the page's new messages and the checkpoint in one transaction."""
         source = self.source
         received = timezone.now()
-        if events_page.next_page is not None and events_page.events:
-            next_day, next_page = day, events_page.next_page
-            complete = source.last_complete_day
-        else:
-            next_day = day + timedelta(days=1) if day < last else None
-            next_page = 1
-            complete = max(filter(None, (source.last_complete_day, day)))
+        next_day, next_page, complete = following
         by_id: dict[str, dict] = {}
         for event in events_page.events:
             by_id.setdefault(str(event["id"]), event)
-        rows = [self._row(e, self.adapt_time(received)) for e in by_id.values()]
+        at = self.adapt_time(received)
+        rows = [self._row(e, at) for e in by_id.values()]
         with transaction.atomic():
             stored = self._insert(rows)
             dropped = dict(self.dropped_counts)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collectors import collection, tasks
 from collectors.choices import SourceState
-from collectors.knowbe4.client import KnowBe4Client
 from collectors.models import LogMessage, Source
 from tests import engine_support as es
 
@@ -34,17 +33,16 @@ def test_a_page_in_flight_when_deleted_is_abandoned(
     settings, sb, collector, monkeypatch
 ):
     source = es.sandbox_source(settings, sb, collector)
-    real = KnowBe4Client.list_events
+    real = collection._Run._store
     calls = []
 
-    def list_events(client, day, page, *args, **kw):
-        calls.append(day)
-        result = real(client, day, page, *args, **kw)
+    def store(run, *args, **kw):
+        calls.append(1)
         if len(calls) == 3:  # The user deletes the source while page 3 is read.
             Source.objects.get(pk=source.pk).request_stop()
-        return result
+        return real(run, *args, **kw)
 
-    monkeypatch.setattr(KnowBe4Client, "list_events", list_events)
+    monkeypatch.setattr(collection._Run, "_store", store)
 
     result = collection.run(source.pk)
 
