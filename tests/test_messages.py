@@ -11,8 +11,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
+from collectors import search as search_module
 from collectors.models import LogMessage
-from collectors.search import Cursor, MessageSearch, category_q
+from collectors.search import Cursor, MessageSearch, category_q, prefix_categories
 from tests.cast import make_collector, make_source
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -77,23 +78,33 @@ def test_it_matches_categories_with_wildcards(corpus, pattern, expected):
 
 
 @pytest.mark.django_db
-def test_it_turns_a_trailing_wildcard_into_an_index_range(corpus):
-    q = category_q("Security/*")
-    qs = LogMessage.objects.filter(q)
+def test_it_turns_a_trailing_wildcard_into_an_index_friendly_filter(corpus):
+    qs = LogMessage.objects.filter(category_q("Security/*"))
     sql = str(qs.query)
+    assert "REGEXP" not in sql
     if connection.vendor == "sqlite":
-        assert "LIKE" not in sql and "REGEXP" not in sql
-        assert ">=" in sql and "<" in sql
+        # expanded to the categories present, by a loose index scan
+        assert prefix_categories("Security/") == ["Security/KnowBe4", "Security/Phish"]
+        assert " IN (" in sql and "LIKE" not in sql
+        week = qs.filter(message_time__gte=NOW - timedelta(days=7))
+        ids_sql, params = week.values_list("pk", flat=True).query.sql_with_params()
         with connection.cursor() as cur:
-            cur.execute(
-                "EXPLAIN QUERY PLAN SELECT id FROM collectors_logmessage "
-                "WHERE source_category >= %s AND source_category < %s "
-                "ORDER BY message_time DESC",
-                ["Security/", "Security0"],
-            )
+            cur.execute("EXPLAIN QUERY PLAN " + ids_sql, params)
             plan = " ".join(str(row) for row in cur.fetchall())
-        assert "msg_category_time" in plan
+        assert "msg_category_time (source_category=? AND message_time>?)" in plan
     assert set(qs.values_list("event_id", flat=True)) == {"evt-1", "evt-2"}
+
+
+@pytest.mark.django_db
+def test_it_falls_back_to_a_range_for_very_many_categories(
+    collector, source, monkeypatch
+):
+    monkeypatch.setattr(search_module, "MAX_EXPANDED_CATEGORIES", 1)
+    for n, category in enumerate(["Security/a", "Security/b", "Security/c"]):
+        msg(source, n, category=category)
+    if connection.vendor == "sqlite":
+        assert ">=" in str(LogMessage.objects.filter(category_q("Security/*")).query)
+    assert search({"category": "Security/*"}) == ["evt-0", "evt-1", "evt-2"]
 
 
 @pytest.mark.django_db
