@@ -6,9 +6,12 @@ from __future__ import annotations
 import io
 from datetime import timedelta
 
+import pytest
 from django.core.management import call_command
 from django.utils import timezone
-from django_q.models import OrmQ, Schedule
+from django_q.brokers import get_broker
+from django_q.models import Schedule
+from django_q.signing import SignedPackage
 
 from collectors import collection, tasks
 from collectors.choices import SourceState
@@ -18,6 +21,26 @@ from tests.cast import make_source
 
 clock, sb = es.clock, es.sb
 S = SourceState
+
+
+@pytest.fixture
+def broker(db):
+    """The configured broker (ORM or Redis), empty."""
+    broker = get_broker()
+    broker.purge_queue()
+    yield broker
+    broker.purge_queue()
+
+
+def queued(broker) -> list[dict]:
+    """Every task waiting in the broker, decoded."""
+    tasks_ = []
+    for _ in range(20):
+        batch = broker.dequeue() if broker.queue_size() else None
+        if not batch:
+            break
+        tasks_ += [SignedPackage.loads(payload) for _id, payload in batch]
+    return tasks_
 
 
 def test_it_picks_exactly_the_due_sources(collector, clock):
@@ -49,14 +72,13 @@ def test_it_picks_exactly_the_due_sources(collector, clock):
     assert set(tasks.due_sources().values_list("pk", flat=True)) == due
 
 
-def test_dispatch_queues_one_task_per_source_with_its_id_only(collector):
+def test_dispatch_queues_one_task_per_source_with_its_id_only(collector, broker):
     source = make_source(collector)
 
     assert tasks.dispatch() == 1
     assert tasks.dispatch() == 0  # Queued already: not queued again.
 
-    (queued,) = OrmQ.objects.all()
-    task = queued.task
+    (task,) = queued(broker)
     assert task["func"] == "collectors.tasks.collect_source"
     assert task["args"] == (source.pk,)
     assert task["kwargs"] == {}
@@ -65,13 +87,13 @@ def test_dispatch_queues_one_task_per_source_with_its_id_only(collector):
     assert source.dispatched_at is not None
 
 
-def test_a_lost_task_is_queued_again_after_the_grace(collector, clock):
+def test_a_lost_task_is_queued_again_after_the_grace(collector, clock, broker):
     make_source(collector)
     tasks.dispatch()
     clock.shift(tasks.DISPATCH_GRACE + timedelta(seconds=1))
 
     assert tasks.dispatch() == 1
-    assert OrmQ.objects.count() == 2
+    assert len(queued(broker)) == 2
 
 
 def test_setup_schedules_is_idempotent(db):
