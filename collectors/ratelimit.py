@@ -85,7 +85,11 @@ def grant(entries: list, now: float, token: str, stale: float) -> tuple[float, l
 
 
 def complete(entries: list, now: float, token: str) -> list:
-    """Record the completion time of a request (no-op if it was pruned)."""
+    """Record the completion time of a request (no-op if it was pruned).
+
+    Never earlier than its grant: a completion is what the next window counts
+    from, so it may only move later.
+    """
     return [
         [max(at, now), tok, True] if tok == token and not done else [at, tok, done]
         for at, tok, done in entries
@@ -148,11 +152,12 @@ class DatabaseBackend:
             row.save(update_fields=["recent", "day", "requests_today"])
         return 0.0
 
-    def release(self, key_hash: str, token: str) -> None:
+    def release(self, key_hash: str, token: str, ago: float = 0.0) -> None:
+        """Record the request as finished `ago` seconds before now."""
         with transaction.atomic():
             self._no_fsync()
             row = self._row(key_hash)
-            row.recent = complete(row.recent or [], time.time(), token)
+            row.recent = complete(row.recent or [], time.time() - ago, token)
             row.save(update_fields=["recent"])
 
     def requests_today(self, key_hash: str) -> int:
@@ -234,9 +239,11 @@ class RedisBackend:
 
         return self._update(key_hash, granting, counts=True)
 
-    def release(self, key_hash: str, token: str) -> None:
+    def release(self, key_hash: str, token: str, ago: float = 0.0) -> None:
+        """Record the request as finished `ago` seconds before now."""
+
         def completing(entries, now):
-            return 0.0, complete(entries, now, token)
+            return 0.0, complete(entries, now - ago, token)
 
         self._update(key_hash, completing, counts=False)
 
@@ -325,11 +332,19 @@ class Limiter:
                 return
             time.sleep(min(wait, MAX_SLEEP))
 
-    def release(self) -> None:
-        """Record that the oldest in-flight request of this thread completed."""
+    def release(self, finished_at: float | None = None) -> None:
+        """Record that the oldest in-flight request of this thread completed.
+
+        `finished_at` is a `time.monotonic()` reading taken when its response
+        arrived, for a caller that releases later (e.g. a page fetched ahead
+        on another thread): the limiter then counts from the real completion
+        rather than from now, which would be safe but slower.
+        """
         tokens = self._tokens()
-        if tokens:
-            self.backend.release(self.key_hash, tokens.pop(0))
+        if not tokens:
+            return
+        ago = 0.0 if finished_at is None else max(0.0, time.monotonic() - finished_at)
+        self.backend.release(self.key_hash, tokens.pop(0), ago)
 
 
 class NullLimiter:
@@ -341,7 +356,7 @@ class NullLimiter:
     def acquire(self) -> None:
         """Send at once."""
 
-    def release(self) -> None:
+    def release(self, finished_at: float | None = None) -> None:
         """Nothing to record."""
 
 

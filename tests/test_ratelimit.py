@@ -260,6 +260,29 @@ def test_it_keeps_keys_apart(backend_spec):
     assert backend.requests_today("key-b") == 1
 
 
+def test_it_counts_from_when_a_response_arrived_if_told(backend_spec):
+    """A page fetched ahead is released late; its real completion time counts."""
+    lim = Limiter("key-late", make_backend(backend_spec))
+    for _ in range(4):
+        lim.acquire()
+    time.sleep(0.3)
+    arrived = time.monotonic() - 0.25  # the answers came 0.25 s ago
+    for _ in range(4):
+        lim.release(finished_at=arrived)
+    wait = lim.backend.try_acquire("key-late", "fifth", 40.0)
+    # From the arrival (~0.05 s after the grants), not from now (0.3 s after).
+    assert 0.6 < wait < 0.85
+
+
+def test_it_never_records_a_completion_before_the_grant(backend_spec):
+    lim = Limiter("key-early", make_backend(backend_spec))
+    for _ in range(4):
+        lim.acquire()
+    for _ in range(4):
+        lim.release(finished_at=time.monotonic() - 30)
+    assert lim.backend.try_acquire("key-early", "fifth", 40.0) > 0.9
+
+
 def test_it_blocks_a_spent_quota_until_the_given_time(backend_spec):
     backend = make_backend(backend_spec)
     assert backend.quota_blocked_until("key-q") is None
