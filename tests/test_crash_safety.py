@@ -30,7 +30,7 @@ from tests.test_ratelimit import db_env
 
 ROOT = Path(__file__).resolve().parent.parent
 DAYS = 12
-TOTAL_EVENTS = 30_000
+TOTAL_EVENTS = 40_000
 KILLS = 10
 
 
