@@ -293,6 +293,14 @@ def run(
     collection_run = _Run(source_id, owner, time.monotonic() + budget, pages)
     try:
         result = collection_run.execute()
+    except Exception:  # Even recording the outcome failed (database gone).
+        logger.error(
+            "source %s: run failed\n%s",
+            source_id,
+            collection_run._scrub(traceback.format_exc()),
+        )
+        result = collection_run.result
+        result.outcome = "failed"
     finally:
         try:
             release_lease(source_id, owner)
@@ -658,7 +666,11 @@ class _Run:
             else collectable_at(last + timedelta(days=1)),
             "error_streak_started": None,
         }
-        if source.last_complete_day is None and source.cursor_day is None:
+        if (
+            not self.result.more
+            and source.last_complete_day is None
+            and source.cursor_day is None
+        ):
             values["last_complete_day"] = last  # A look-back of 0 days.
         if self.result.requests:
             values["last_success_at"] = now

@@ -117,3 +117,20 @@ def test_it_reads_the_next_closed_day_and_rescans_the_one_before(
     assert ids == expected - {too_late["id"]}
     source.refresh_from_db()
     assert source.last_complete_day == es.TODAY
+
+
+def test_a_look_back_of_zero_days_starts_with_the_next_closed_day(
+    settings, sb, clock, collector
+):
+    source = es.sandbox_source(settings, sb, collector, initial_lookback_days=0)
+
+    assert collection.run(source.pk).requests == 0
+    source.refresh_from_db()
+    assert source.last_complete_day == es.YESTERDAY
+
+    clock.move_to(NEXT_DAY + timedelta(minutes=11))
+    result = collection.run(source.pk, max_pages=1)
+    assert result.requests == 1  # The re-scan of yesterday comes first.
+    Source.objects.filter(pk=source.pk).update(next_attempt_at=None)
+    collection.run(source.pk)
+    assert set(es.stored_ids(source)) == sb.event_ids(es.YESTERDAY, es.TODAY)

@@ -115,3 +115,21 @@ def test_our_own_failure_is_a_first_party_error_and_stores_nothing(
     event.refresh_from_db()
     assert event.resolved_at is not None
     assert LogMessage.objects.count() == 350
+
+
+def test_a_run_never_raises_even_when_nothing_can_be_recorded(
+    settings, sb, collector, monkeypatch
+):
+    source = es.sandbox_source(settings, sb, collector)
+
+    def broken(*args, **kw):
+        raise OperationalError("disk I/O error")
+
+    monkeypatch.setattr(collection._Run, "_collect", broken)
+    monkeypatch.setattr(health, "record", broken)
+
+    result = collection.run(source.pk)
+
+    assert result.outcome == "failed"
+    source.refresh_from_db()
+    assert source.lease_owner == ""  # The lease is given back all the same.
