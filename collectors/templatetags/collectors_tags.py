@@ -3,12 +3,13 @@ and the inline SVG chart of the messages page."""
 
 from __future__ import annotations
 
+import html
 from functools import cache
 
 from django import template
 from django.db.models import Max
 from django.urls import reverse
-from django.utils.html import format_html
+from django.utils.safestring import mark_safe
 
 from collectors import status
 from collectors.models import Source
@@ -78,29 +79,23 @@ def _panel_url(obj) -> str:
 def status_icon(obj) -> str:
     """The status icon button: look, tooltip data and panel URL in one go.
 
-    Drawn by `_status_icon.html` for every row of the Collection page, so it
-    is built with one format_html rather than a template per row.
+    Drawn by `_status_icon.html` for every row of the Collection page (500
+    per page), so it is one escaped f-string rather than a template per row.
     """
     st = health_status(obj, panel_url=False)
     look = st["look"]
-    return format_html(
-        '<button type="button" class="status-icon status-{}" data-health-url="{}" '
-        'data-status="{}" data-errors="{}" data-warnings="{}" data-tooltip="{}" '
-        'data-last-success="{}" aria-label="Health: {}, {}. {}" '
-        'aria-haspopup="dialog"><img src="{}" alt="" width="18" height="18">'
-        "</button>",
-        look.colour,
-        _panel_url(obj),
-        look.key,
-        st["errors"],
-        st["warnings"],
-        st["tooltip"],
-        st["last_success_text"],
-        look.label,
-        st["tooltip"],
-        st["last_success_text"],
-        status.icon_url(look),
+    e = html.escape
+    tooltip, last = e(st["tooltip"]), e(st["last_success_text"])
+    markup = (
+        f'<button type="button" class="status-icon status-{e(look.colour)}" '
+        f'data-health-url="{e(_panel_url(obj))}" data-status="{e(look.key)}" '
+        f'data-errors="{int(st["errors"])}" data-warnings="{int(st["warnings"])}" '
+        f'data-tooltip="{tooltip}" data-last-success="{last}" '
+        f'aria-label="Health: {e(look.label)}, {tooltip}. {last}" '
+        f'aria-haspopup="dialog"><img src="{e(status.icon_url(look))}" alt="" '
+        'width="18" height="18"></button>'
     )
+    return mark_safe(markup)  # noqa: S308 - every interpolated value is escaped
 
 
 CHART_W, CHART_H, CHART_PAD = 1200, 150, 24
