@@ -8,6 +8,7 @@ move the same code onto PostgreSQL and Redis.
 from __future__ import annotations
 
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -120,6 +121,24 @@ else:
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="")
+
+# Collection engine (collectors/collection.py, retry.py, ratelimit.py).
+# A closed UTC day is read once the next day is this old, so late writes settle.
+COLLECTION_SETTLE_DELAY = timedelta(
+    minutes=env.int("COLLECTION_SETTLE_DELAY_MINUTES", default=10)
+)
+# A run's lease: shorter than Q_CLUSTER["retry"], renewed on every stored page.
+COLLECTION_LEASE = timedelta(seconds=env.int("COLLECTION_LEASE_SECONDS", default=240))
+# A run stops after this long or this many pages (well under the task timeout).
+COLLECTION_RUN_BUDGET_SECONDS = env.int("COLLECTION_RUN_BUDGET_SECONDS", default=120)
+COLLECTION_MAX_PAGES_PER_RUN = env.int("COLLECTION_MAX_PAGES_PER_RUN", default=2000)
+# The seed's "retry for up to 90 minutes, after which it quits".
+COLLECTION_RETRY_WINDOW = timedelta(minutes=90)
+# The 4-requests-per-second limiter per API key; off only for benchmarks.
+KNOWBE4_RATE_LIMIT = env.bool("KNOWBE4_RATE_LIMIT", default=True)
+# The account's daily request quota (10 x licensed seats), shown on the source
+# page when known.
+KNOWBE4_DAILY_QUOTA = env.int("KNOWBE4_DAILY_QUOTA", default=None)
 
 # Collection runs take a lease shorter than django-q2's `retry`, and the KnowBe4
 # client's timeouts are well under the task `timeout`.
