@@ -166,3 +166,11 @@ def test_it_runs_a_constant_number_of_queries(admin_client, django_assert_num_qu
     with django_assert_num_queries(len(small.captured_queries)):
         response = admin_client.get("/")
     assert response.content.decode().count("data-source-id=") == 2 + 300
+
+
+def test_it_escapes_names_and_categories(admin_client, collector):
+    make_source(collector, "<script>alert(1)</script>", category='"><img src=x>')
+    html = admin_client.get("/").content.decode()
+    assert "<script>alert(1)</script>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert '"><img src=x>' not in html

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.db import IntegrityError, transaction
@@ -18,11 +20,13 @@ from django.db.models import (
 from django.db.models.functions import Coalesce
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_http_methods, require_safe
 
-from collectors.choices import Severity
+from collectors.choices import Severity, SourceState
 from collectors.forms import CollectorForm
 from collectors.models import HealthEvent, HostedCollector, Source
+from collectors.templatetags.collectors_tags import status_icon
 
 COLLECTORS_PER_PAGE = 100
 # The columns a Collection row (and its health icon) reads: loading only these
@@ -133,7 +137,7 @@ def _url_maker(name: str):
 
 
 def _link_rows(collectors) -> None:
-    """Attach each row's links (page, edit, delete, add source)."""
+    """Attach each collector's links and the drawn rows of its sources."""
     make = {
         name: _url_maker(name)
         for name in (
@@ -149,10 +153,38 @@ def _link_rows(collectors) -> None:
         collector.add_source_url = make["source-types"](collector.pk)
         collector.edit_url = make["collector-edit"](collector.pk)
         collector.delete_url = make["collector-delete"](collector.pk)
-        for source in collector.shown_sources:
-            source.page_url = make["source-detail"](source.pk)
-            source.edit_url = make["source-edit"](source.pk)
-            source.delete_url = make["source-delete"](source.pk)
+        collector.source_rows = mark_safe(  # noqa: S308 - every value is escaped
+            "".join(_source_row(source, make) for source in collector.shown_sources)
+        )
+
+
+def _source_row(source: Source, make: dict) -> str:
+    """One source's <tr> of the Collection table, values escaped.
+
+    A page holds up to several hundred sources and Django's template engine
+    spends ~0.2 ms on each such row, which alone would break the page's time
+    budget; this f-string does the same in a few microseconds. The Health cell
+    is `status_icon`, the very call `_status_icon.html` makes.
+    """
+    e = html.escape
+    actions = ""
+    if source.state != SourceState.STOPPING:
+        actions = (
+            f'<a href="{e(make["source-edit"](source.pk))}">Edit</a>'
+            f'<a href="{e(make["source-delete"](source.pk))}" class="danger-link">'
+            "Delete</a>"
+        )
+    return (
+        f'<tr class="child source-row" data-source-id="{source.pk}">'
+        f'<td class="name-cell"><a href="{e(make["source-detail"](source.pk))}">'
+        f"{e(source.name)}</a></td>"
+        '<td><span class="type-badge">KnowBe4</span></td>'
+        f"<td>{e(source.category)}</td>"
+        f'<td><span class="state state-{e(source.state)}" data-state>'
+        f"{e(source.get_state_display())}</span></td>"
+        f'<td class="health-col">{status_icon(source)}</td>'
+        f'<td class="actions">{actions}</td></tr>\n'
+    )
 
 
 @require_safe
