@@ -60,7 +60,7 @@ class Backfill:
         return self.events / self.seconds if self.seconds else 0.0
 
 
-def setup_django(env: dict[str, str]) -> None:
+def setup_django(env: dict[str, str], fresh: bool = False) -> None:
     """Configure this process like the collector (same database and secrets)."""
     os.environ.update(env)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "knowbe4sumo.settings")
@@ -70,12 +70,13 @@ def setup_django(env: dict[str, str]) -> None:
     django.setup()
     from django.core.management import call_command
 
-    ensure_postgres_database(os.environ.get("DATABASE_URL", ""))
+    ensure_postgres_database(os.environ.get("DATABASE_URL", ""), fresh)
     call_command("migrate", verbosity=0)
 
 
-def ensure_postgres_database(url: str) -> None:
-    """Create the PostgreSQL database named in DATABASE_URL if it is missing."""
+def ensure_postgres_database(url: str, fresh: bool) -> None:
+    """Create the PostgreSQL database named in DATABASE_URL if it is missing
+    (with `fresh`, drop it first: every run then starts from an empty table)."""
     if not url.startswith(("postgres://", "postgresql://")):
         return
     import psycopg
@@ -91,6 +92,10 @@ def ensure_postgres_database(url: str) -> None:
         autocommit=True,
     ) as conn:
         name = cfg["NAME"]
+        if fresh:
+            if name in ("postgres", "template0", "template1"):
+                raise SystemExit(f"--fresh will not drop the database {name!r}")
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         found = conn.execute(
             "SELECT 1 FROM pg_database WHERE datname = %s", [name]
         ).fetchone()
@@ -278,6 +283,11 @@ def main() -> None:
     parser.add_argument("--limited-seconds", type=float, default=30.0)
     parser.add_argument("--skip-limited", action="store_true")
     parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="PostgreSQL: drop and re-create the DATABASE_URL database first",
+    )
+    parser.add_argument(
         "--repeat", type=int, default=2, help="best of N runs (shared machines)"
     )
     parser.add_argument(
@@ -303,7 +313,7 @@ def main() -> None:
     env.setdefault("FIELD_ENCRYPTION_KEYS", Fernet.generate_key().decode())
     env.setdefault("ALLOWED_HOSTS", "127.0.0.1")
     env["LOG_LEVEL"] = "WARNING"
-    setup_django(env)
+    setup_django(env, args.fresh)
     database = describe_database()
     limiter = "Redis" if env.get("REDIS_URL") else "database"
     prefix = [f"{k}={env[k]}" for k in ("DATABASE_URL", "REDIS_URL") if env.get(k)]
