@@ -32,7 +32,7 @@ from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection, reset_queries, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -659,6 +659,9 @@ class _Run:
             if not moved:
                 raise _Abandon
         self.dropped_counts = dropped
+        # With DEBUG on (make run) Django logs every query of a long-lived
+        # worker connection; a backfill should not carry thousands of them.
+        reset_queries()
         source.cursor_day, source.cursor_page = next_day, next_page
         source.last_complete_day = complete
         source.error_streak_started = None
