@@ -30,6 +30,11 @@ def sandbox_api_key() -> str:
     return path.read_text().strip()
 
 
+def _interrupt(signum, frame) -> None:
+    """Treat SIGTERM like Ctrl-C, so both stop every child the same way."""
+    raise KeyboardInterrupt
+
+
 class Command(BaseCommand):
     help = "Start the web app on 127.0.0.1:8000, a qcluster and the sandbox."
 
@@ -62,9 +67,7 @@ class Command(BaseCommand):
             )
         self.stdout.write(f"Open http://{addr}/ (Ctrl-C stops everything).")
         procs = [subprocess.Popen(cmd, env=env) for cmd in commands]  # noqa: S603
-        signal.signal(
-            signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt)
-        )
+        signal.signal(signal.SIGTERM, _interrupt)
         try:
             while all(p.poll() is None for p in procs):
                 time.sleep(0.5)
@@ -73,7 +76,7 @@ class Command(BaseCommand):
         finally:
             for p in procs:
                 if p.poll() is None:
-                    p.send_signal(signal.SIGINT)
+                    p.send_signal(signal.SIGTERM)
             deadline = time.monotonic() + 15
             for p in procs:
                 try:
