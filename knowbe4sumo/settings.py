@@ -132,6 +132,8 @@ COLLECTION_LEASE = timedelta(seconds=env.int("COLLECTION_LEASE_SECONDS", default
 # A run stops after this long or this many pages (well under the task timeout).
 COLLECTION_RUN_BUDGET_SECONDS = env.int("COLLECTION_RUN_BUDGET_SECONDS", default=120)
 COLLECTION_MAX_PAGES_PER_RUN = env.int("COLLECTION_MAX_PAGES_PER_RUN", default=2000)
+# Queue a dispatcher run right after a source is saved, restarted or deleted.
+COLLECTION_DISPATCH_ON_SAVE = env.bool("COLLECTION_DISPATCH_ON_SAVE", default=True)
 # The seed's "retry for up to 90 minutes, after which it quits".
 COLLECTION_RETRY_WINDOW = timedelta(minutes=90)
 # The 4-requests-per-second limiter per API key; off only for benchmarks.

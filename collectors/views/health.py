@@ -16,6 +16,7 @@ from collectors import crypto, retry
 from collectors.choices import SourceState
 from collectors.models import HealthEvent, HostedCollector, Source
 from collectors.search import HealthEventFilterForm
+from collectors.tasks import dispatch_soon
 
 EVENTS_PER_PAGE = 50
 # Errors before warnings ("error" < "warning"), then the most recent first.
@@ -184,6 +185,7 @@ def source_restart(request, pk: int):
     """Restart: a source in Error goes back to Pending, keeping its checkpoint."""
     source = get_object_or_404(Source, pk=pk)
     if source.restart():
+        dispatch_soon()
         messages.success(request, f"Source “{source.name}” restarted.")
     else:
         messages.warning(

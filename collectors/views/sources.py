@@ -11,6 +11,7 @@ from django.views.decorators.http import require_http_methods, require_safe
 from collectors.choices import SourceState
 from collectors.forms import SourceForm
 from collectors.models import HostedCollector, Source
+from collectors.tasks import dispatch_soon
 
 
 def _posted(request):
@@ -37,6 +38,7 @@ def _save_source(form: SourceForm) -> Source | None:
             source = form.save()
             if not form.adding:
                 source.reconfigured()
+            dispatch_soon()
         return source
     except IntegrityError:
         form.add_error("name", "This collector already has a source with this name.")
@@ -112,6 +114,7 @@ def source_delete(request, pk: int):
     source = get_object_or_404(Source.objects.select_related("collector"), pk=pk)
     if request.method == "POST":
         if source.request_stop():
+            dispatch_soon()
             messages.success(
                 request,
                 f"Source “{source.name}” is stopping and will be deleted. Messages "
