@@ -26,14 +26,14 @@ DEBUG = env.bool("DEBUG", default=False)
 DATA_DIR = Path(env.str("DATA_DIR", default=str(BASE_DIR / "data")))
 
 
-def _local_secret(name: str, make: callable) -> str:
+def _local_secret(name: str, variable: str, make: callable) -> str:
     """Read a secret from data/<name>, creating it on a first local run.
 
     Only used when DEBUG is on: a production deployment must pass its secrets in
     the environment, so that they are not tied to one machine's disk.
     """
     if not DEBUG:
-        raise ImproperlyConfigured(f"{name.upper()} must be set when DEBUG is off.")
+        raise ImproperlyConfigured(f"{variable} must be set when DEBUG is off.")
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     path = DATA_DIR / name
     if not path.exists():
@@ -43,11 +43,15 @@ def _local_secret(name: str, make: callable) -> str:
 
 
 SECRET_KEY = env.str("SECRET_KEY", default="") or _local_secret(
-    "secret_key", lambda: secrets.token_urlsafe(50)
+    "secret_key", "SECRET_KEY", lambda: secrets.token_urlsafe(50)
 )
 # Comma-separated Fernet keys: the first encrypts, all of them decrypt (rotation).
 FIELD_ENCRYPTION_KEYS = env.list("FIELD_ENCRYPTION_KEYS", default=[]) or [
-    _local_secret("field_encryption_key", lambda: Fernet.generate_key().decode())
+    _local_secret(
+        "field_encryption_key",
+        "FIELD_ENCRYPTION_KEYS",
+        lambda: Fernet.generate_key().decode(),
+    )
 ]
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])

@@ -393,3 +393,12 @@ def test_it_parses_occurred_dates_as_utc():
     assert parse_occurred("2022-08-09T10:05:13").tzinfo is not None
     with pytest.raises(TransientError):
         parse_occurred("09/08/2022")
+
+
+@pytest.mark.parametrize("next_page", [1, 0, True])
+@responses.activate
+def test_it_refuses_a_next_page_that_does_not_move_forward(next_page):
+    responses.get(f"{BASE}/events", json=envelope([event()], next_page=next_page))
+    exc = fetch_error()
+    assert isinstance(exc, TransientError)
+    assert exc.code == "malformed_meta"

@@ -167,7 +167,15 @@ class KnowBe4Client:
             "order_direction": "asc",
         }
         body = self._get("/events", params)
-        return self._parse_page(body)
+        result = self._parse_page(body)
+        if result.next_page is not None and result.next_page <= page:
+            # Following it would re-read the same pages forever.
+            raise TransientError(
+                "malformed_meta",
+                f"KnowBe4's 'meta.next_page' ({result.next_page}) does not move past "
+                f"page {page}.",
+            )
+        return result
 
     def _get(self, path: str, params: dict) -> bytes:
         """GET a path; return the body of a 200 or raise a classified error."""
@@ -346,7 +354,9 @@ class KnowBe4Client:
                 )
             parse_occurred(event["occurred_date"])
         next_page = meta.get("next_page")
-        if next_page is not None and not isinstance(next_page, int):
+        if next_page is not None and (
+            not isinstance(next_page, int) or isinstance(next_page, bool)
+        ):
             raise TransientError(
                 "malformed_meta", "KnowBe4's 'meta.next_page' is not a number."
             )
