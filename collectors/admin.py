@@ -11,6 +11,7 @@ from django import forms
 from django.contrib import admin
 
 from collectors import baseurls
+from collectors.forms import FieldDefinitionForm
 from collectors.models import (
     ApiKeyUsage,
     FieldDefinition,
@@ -57,9 +58,16 @@ class HostedCollectorAdmin(admin.ModelAdmin):
 
 
 class SourceFieldInline(admin.TabularInline):
+    """Shown, not edited: the source form checks the naming rules and schema."""
+
     model = SourceField
+    fields = ["key", "value"]
+    readonly_fields = fields
     extra = 0
-    max_num = 10
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
 
 
 class SourceAdminForm(forms.ModelForm):
@@ -129,6 +137,11 @@ class SourceAdmin(admin.ModelAdmin):
         """Sources are added through the KnowBe4 form, which takes the key."""
         return False
 
+    def has_delete_permission(self, request, obj=None) -> bool:
+        """Deleting goes through Stopping (the source's Delete action), so that
+        a run in flight ends cleanly; admin would remove the row outright."""
+        return False
+
     def save_model(self, request, obj, form, change) -> None:
         """An edit here is a reconfiguration too (new config version)."""
         super().save_model(request, obj, form, change)
@@ -138,9 +151,25 @@ class SourceAdmin(admin.ModelAdmin):
 
 @admin.register(FieldDefinition)
 class FieldDefinitionAdmin(admin.ModelAdmin):
+    """The Fields page's rules here too: naming rules and the 200-field cap on
+    add, no renaming, and no deleting a field that a source uses."""
+
+    form = FieldDefinitionForm
     list_display = ["name", "enabled", "created"]
     list_filter = ["enabled"]
     search_fields = ["name"]
+    actions = None  # A bulk delete would skip the in-use check.
+
+    def get_fields(self, request, obj=None) -> list[str]:
+        return ["name", "enabled"]
+
+    def get_readonly_fields(self, request, obj=None) -> list[str]:
+        return ["name"] if obj else []
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        if obj is not None and obj.sources_using():
+            return False
+        return super().has_delete_permission(request, obj)
 
 
 @admin.register(StateTransition)

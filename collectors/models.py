@@ -240,6 +240,15 @@ class FieldDefinition(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def sources_using(self) -> int:
+        """How many sources set a field of this name (keys match
+        case-insensitively); a field in use may not be deleted."""
+        return (
+            SourceField.objects.alias(lkey=Lower("key"))
+            .filter(lkey=Lower(models.Value(self.name)))
+            .count()
+        )
+
 
 class StateTransition(models.Model):
     """One change of a source's state, kept as a timeline (like a flip log)."""

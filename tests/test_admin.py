@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from collectors import models
 from collectors.models import HealthEvent, LogMessage, Source
-from tests.cast import API_KEY
+from tests.cast import API_KEY, make_field, make_source
 
 pytestmark = pytest.mark.django_db
 
@@ -127,3 +127,30 @@ def test_it_keeps_the_base_url_to_the_allow_list(admin_client, source):
     source.refresh_from_db()
     assert source.base_url_key == "eu"
     assert source.config_version == 2
+
+
+def test_it_applies_the_field_naming_rules_in_admin(admin_client):
+    from collectors.models import FieldDefinition
+
+    for bad in ("_raw", "a..b", "1abc"):
+        response = admin_client.post(
+            reverse("admin:collectors_fielddefinition_add"),
+            {"name": bad, "enabled": "on"},
+        )
+        assert response.status_code == 200
+        assert response.context["adminform"].form.errors["name"]
+    assert not FieldDefinition.objects.exists()
+
+
+def test_it_refuses_deleting_a_field_in_use_in_admin(admin_client, collector):
+    field = make_field("team")
+    make_source(collector, fields={"Team": "secops"})
+    url = reverse("admin:collectors_fielddefinition_delete", args=[field.pk])
+    assert admin_client.post(url, {"post": "yes"}).status_code == 403
+    assert type(field).objects.filter(pk=field.pk).exists()
+
+
+def test_it_offers_no_hard_delete_of_a_source_in_admin(admin_client, source):
+    url = reverse("admin:collectors_source_delete", args=[source.pk])
+    assert admin_client.post(url, {"post": "yes"}).status_code == 403
+    source.refresh_from_db()

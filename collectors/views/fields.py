@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.contrib import messages
-from django.db.models import F, Func, IntegerField, OuterRef, Subquery, Value
+from django.db.models import F, Func, IntegerField, OuterRef, Subquery
 from django.db.models.functions import Coalesce, Lower
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST, require_safe
@@ -11,15 +11,6 @@ from django.views.decorators.http import require_POST, require_safe
 from collectors.choices import MAX_SCHEMA_FIELDS
 from collectors.forms import FieldDefinitionForm
 from collectors.models import FieldDefinition, SourceField
-
-
-def _sources_using(definition: FieldDefinition) -> int:
-    """How many sources set a field of this name (keys match case-insensitively)."""
-    return (
-        SourceField.objects.alias(lkey=Lower("key"))
-        .filter(lkey=Lower(Value(definition.name)))
-        .count()
-    )
 
 
 def definitions_with_usage():
@@ -95,7 +86,7 @@ def field_disable(request, pk: int):
 def field_delete(request, pk: int):
     """Delete a field, refused while any source still uses it."""
     definition = get_object_or_404(FieldDefinition, pk=pk)
-    used_by = _sources_using(definition)
+    used_by = definition.sources_using()
     if used_by:
         messages.error(
             request,
