@@ -30,6 +30,22 @@ def _same_name(queryset, name: str):
     return queryset.alias(lname=Lower("name")).filter(lname=Lower(Value(name)))
 
 
+def _readable(name: str) -> str:
+    """Refuse a name that lost characters in decoding (invalid UTF-8 becomes
+    U+FFFD) or holds control characters: it could never be typed again."""
+    if "\ufffd" in name:
+        raise ValidationError(
+            "The name contains characters that could not be read; type it again.",
+            code="invalid",
+        )
+    if not name.isprintable():
+        raise ValidationError(
+            "The name may not contain control characters or line breaks.",
+            code="invalid",
+        )
+    return name
+
+
 class CollectorForm(forms.ModelForm):
     """Add or edit a hosted collector."""
 
@@ -43,7 +59,7 @@ class CollectorForm(forms.ModelForm):
         widgets = {"description": forms.Textarea(attrs={"rows": 3})}
 
     def clean_name(self) -> str:
-        name = self.cleaned_data["name"]
+        name = _readable(self.cleaned_data["name"])
         others = HostedCollector.objects.exclude(pk=self.instance.pk)
         if _same_name(others, name).exists():
             raise ValidationError(
@@ -188,7 +204,7 @@ class SourceForm(forms.ModelForm):
         return [r.key for r in self.rows if not r.key_error and not r.in_schema]
 
     def clean_name(self) -> str:
-        name = self.cleaned_data["name"]
+        name = _readable(self.cleaned_data["name"])
         others = Source.objects.filter(collector=self.collector).exclude(
             pk=self.instance.pk
         )
@@ -208,6 +224,12 @@ class SourceForm(forms.ModelForm):
         if any(ch.isspace() for ch in key):
             raise ValidationError(
                 "The API key may not contain spaces or line breaks.", code="invalid"
+            )
+        if not (key.isascii() and key.isprintable()):
+            raise ValidationError(
+                "The API key may only contain letters, digits and punctuation "
+                "(printable ASCII): check that it was pasted whole.",
+                code="invalid",
             )
         if len(key) < MIN_API_KEY_LENGTH:
             raise ValidationError(

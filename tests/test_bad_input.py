@@ -47,6 +47,10 @@ def assert_nothing_saved() -> None:
         ("api_key", "abcd efgh ijkl", "may not contain spaces"),
         ("api_key", "abcdefgh\tijkl", "may not contain spaces"),
         ("api_key", "abcd\x00efghijk", "Null characters are not allowed."),
+        ("api_key", "ключключключ", "printable ASCII"),
+        ("api_key", "abcdefgh\x07ijk", "printable ASCII"),
+        ("name", "caf\ufffd source", "could not be read"),
+        ("name", "bell\x07name", "control characters"),
         ("initial_lookback_days", "0", "greater than or equal to 1"),
         ("initial_lookback_days", "91", "less than or equal to 90"),
         ("initial_lookback_days", "seven", "Enter a whole number."),
@@ -255,3 +259,14 @@ def test_it_keeps_fields_schema_unchanged_on_refusal(admin_client, collector):
         auto_add_fields="on",
     )
     assert not FieldDefinition.objects.get(name="dept").enabled
+
+
+def test_it_refuses_a_collector_name_mangled_by_invalid_utf8(admin_client):
+    response = admin_client.post(
+        reverse("collector-add"),
+        b"name=%FF%FE%FD",
+        content_type="application/x-www-form-urlencoded",
+    )
+    assert response.status_code == 200
+    assert "could not be read" in " ".join(response.context["form"].errors["name"])
+    assert not HostedCollector.objects.exists()
