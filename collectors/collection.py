@@ -22,6 +22,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import socket
 import time
 import traceback
@@ -143,6 +144,70 @@ def time_adapter():
     if connection.vendor == "sqlite" and settings.USE_TZ:
         return lambda when: str(when.astimezone(UTC).replace(tzinfo=None))
     return connection.ops.adapt_datetimefield_value
+
+
+# --- the page INSERT -----------------------------------------------------------
+
+
+def _insert_head() -> str:
+    """`INSERT INTO logmessage (COLUMNS)`: only quoted names, no values."""
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(c) for c in COLUMNS)
+    return f"INSERT INTO {quote(LogMessage._meta.db_table)} ({columns})"
+
+
+def _insert_tail() -> str:
+    """Duplicates are skipped by the unique constraint; RETURNING counts the
+    rows that were new."""
+    return f" ON CONFLICT DO NOTHING RETURNING {connection.ops.quote_name('event_id')}"
+
+
+def _values_insert(rows: list[tuple]) -> tuple[str, list]:
+    """One `VALUES (...), (...)` statement (SQLite): a placeholder per value."""
+    one = "(" + ", ".join(["%s"] * len(COLUMNS)) + ")"
+    # Only quoted names and placeholders: the values go as parameters.
+    sql = _insert_head() + " VALUES " + ", ".join([one] * len(rows)) + _insert_tail()
+    return sql, [value for row in rows for value in row]
+
+
+def _element_type(column: str) -> str:
+    """The column's type without a length: `varchar(64)` -> `varchar`, so an
+    over-long value fails on the INSERT as in the VALUES form instead of being
+    cut short by the cast."""
+    db_type = LogMessage._meta.get_field(column).db_type(connection)
+    return re.sub(r"\(\d+\)", "", db_type)
+
+
+def _unnest_sql() -> str:
+    """PostgreSQL: `INSERT ... SELECT * FROM unnest(%b::type[], ...)`.
+
+    One array per column, so the SQL text is the same short string on every
+    page. The 1,200-placeholder VALUES form is over psycopg's 4 kB limit for
+    its parsed-query cache: psycopg re-parsed it on each page, and that was a
+    third of the collect process's time.
+    """
+    arrays = ", ".join(f"%b::{_element_type(c)}[]" for c in COLUMNS)
+    # Only quoted names, column types and placeholders: the values go as arrays.
+    select = f" SELECT * FROM unnest({arrays})"  # noqa: S608
+    return _insert_head() + select + _insert_tail()
+
+
+def _insert_unnest(rows: list[tuple]) -> int:
+    """INSERT the rows as one binary array per column (COLUMNS order).
+
+    Django's cursor binds values client-side, into the SQL text: an array of
+    100 JSON texts would be escaped character by character in Python, which
+    costs more than the parsing saved. A psycopg cursor with server-side
+    binding on the same connection (so in the same transaction) sends the
+    arrays in binary, with no escaping. `prepare=False`: no server-side
+    prepared statement, so a transaction-mode connection pooler still works.
+    """
+    import psycopg  # Only installed where PostgreSQL is used.
+
+    columns = [list(column) for column in zip(*rows, strict=True)]
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cur:
+        cur.execute(_unnest_sql(), columns, prepare=False)
+        return len(cur.fetchall())
 
 
 # --- the lease ----------------------------------------------------------------
@@ -612,18 +677,11 @@ class _Run:
         """
         if not rows:
             return 0
-        quote = connection.ops.quote_name
-        table = quote(LogMessage._meta.db_table)
-        columns = ", ".join(quote(c) for c in COLUMNS)
-        one = "(" + ", ".join(["%s"] * len(COLUMNS)) + ")"
-        # Only quoted names and placeholders: the values go as parameters.
-        sql = (
-            f"INSERT INTO {table} ({columns}) VALUES "  # noqa: S608
-            + ", ".join([one] * len(rows))
-            + f" ON CONFLICT DO NOTHING RETURNING {quote('event_id')}"
-        )
+        if connection.vendor == "postgresql":
+            return _insert_unnest(rows)
+        sql, params = _values_insert(rows)
         with connection.cursor() as cursor:
-            cursor.execute(sql, [value for row in rows for value in row])
+            cursor.execute(sql, params)
             return len(cursor.fetchall())
 
     def _store(
