@@ -119,7 +119,7 @@ def test_it_reads_the_next_closed_day_and_rescans_the_one_before(
     assert source.last_complete_day == es.TODAY
 
 
-def test_a_look_back_of_zero_days_starts_with_the_next_closed_day(
+def test_it_a_look_back_of_zero_days_starts_with_the_next_closed_day(
     settings, sb, clock, collector
 ):
     source = es.sandbox_source(settings, sb, collector, initial_lookback_days=0)

@@ -46,7 +46,7 @@ def test_it_walks_the_states_in_order(settings, sb, collector):
     assert source.state == S.COLLECTING
 
 
-def test_later_runs_add_no_transitions(settings, sb, clock, collector):
+def test_it_later_runs_add_no_transitions(settings, sb, clock, collector):
     source = es.sandbox_source(settings, sb, collector)
     collection.run(source.pk)
     clock.shift(timedelta(days=1))
@@ -55,7 +55,7 @@ def test_later_runs_add_no_transitions(settings, sb, clock, collector):
     assert len(moves(source)) == 4
 
 
-def test_a_401_is_a_config_error_after_one_request_and_none_after(
+def test_it_a_401_is_a_config_error_after_one_request_and_none_after(
     settings, sb, clock, collector
 ):
     source = es.sandbox_source(settings, sb, collector, api_key="kb4-wrong-key-1234")
@@ -81,7 +81,7 @@ def test_a_401_is_a_config_error_after_one_request_and_none_after(
     assert len(es.api_requests(sb)) == 1
 
 
-def test_collection_resumes_from_the_checkpoint_after_an_edit(
+def test_it_collection_resumes_from_the_checkpoint_after_an_edit(
     settings, sb, clock, collector
 ):
     source = es.sandbox_source(settings, sb, collector)
@@ -113,7 +113,7 @@ def test_collection_resumes_from_the_checkpoint_after_an_edit(
     ]
 
 
-def test_an_undecryptable_key_is_a_config_error_without_a_request(
+def test_it_an_undecryptable_key_is_a_config_error_without_a_request(
     settings, sb, collector
 ):
     source = es.sandbox_source(settings, sb, collector)
@@ -128,7 +128,7 @@ def test_an_undecryptable_key_is_a_config_error_without_a_request(
     assert HealthEvent.objects.get(source=source).error_code == "key_unreadable"
 
 
-def test_a_base_url_no_longer_allowed_is_a_config_error(settings, sb, collector):
+def test_it_a_base_url_no_longer_allowed_is_a_config_error(settings, sb, collector):
     source = es.sandbox_source(settings, sb, collector)
     settings.KNOWBE4_EXTRA_BASE_URLS = []
 

@@ -72,7 +72,7 @@ def test_it_picks_exactly_the_due_sources(collector, clock):
     assert set(tasks.due_sources().values_list("pk", flat=True)) == due
 
 
-def test_dispatch_queues_one_task_per_source_with_its_id_only(collector, broker):
+def test_it_dispatch_queues_one_task_per_source_with_its_id_only(collector, broker):
     source = make_source(collector)
 
     assert tasks.dispatch() == 1
@@ -87,7 +87,7 @@ def test_dispatch_queues_one_task_per_source_with_its_id_only(collector, broker)
     assert source.dispatched_at is not None
 
 
-def test_a_lost_task_is_queued_again_after_the_grace(collector, clock, broker):
+def test_it_a_lost_task_is_queued_again_after_the_grace(collector, clock, broker):
     make_source(collector)
     tasks.dispatch()
     clock.shift(tasks.DISPATCH_GRACE + timedelta(seconds=1))
@@ -96,7 +96,7 @@ def test_a_lost_task_is_queued_again_after_the_grace(collector, clock, broker):
     assert len(queued(broker)) == 2
 
 
-def test_setup_schedules_is_idempotent(db):
+def test_it_setup_schedules_is_idempotent(db):
     out = io.StringIO()
     call_command("setup_schedules", stdout=out)
     Schedule.objects.filter(name=tasks.DISPATCH_NAME).update(minutes=7)
@@ -110,7 +110,7 @@ def test_setup_schedules_is_idempotent(db):
     assert schedule.args in (None, "", "()")
 
 
-def test_the_task_returns_a_summary(settings, sb, collector):
+def test_it_the_task_returns_a_summary(settings, sb, collector):
     source = es.sandbox_source(settings, sb, collector)
 
     summary = tasks.collect_source(source.pk)
@@ -120,13 +120,15 @@ def test_the_task_returns_a_summary(settings, sb, collector):
     )
 
 
-def test_the_task_of_a_deleted_source_does_nothing(db):
+def test_it_the_task_of_a_deleted_source_does_nothing(db):
     assert tasks.collect_source(987654) == "source 987654: gone, 0 request(s), " + (
         "0 page(s), 0 new message(s)"
     )
 
 
-def test_collect_until_idle_finishes_a_backfill_in_small_runs(settings, sb, collector):
+def test_it_collect_until_idle_finishes_a_backfill_in_small_runs(
+    settings, sb, collector
+):
     settings.COLLECTION_MAX_PAGES_PER_RUN = 2
     source = es.sandbox_source(settings, sb, collector)
     other = es.sandbox_source(settings, sb, collector, name="Other", rescan_days=0)
@@ -141,7 +143,7 @@ def test_collect_until_idle_finishes_a_backfill_in_small_runs(settings, sb, coll
     assert set(es.stored_ids(source)) == expected == set(es.stored_ids(other))
 
 
-def test_collect_one_source(settings, sb, collector):
+def test_it_collect_one_source(settings, sb, collector):
     source = es.sandbox_source(settings, sb, collector)
     es.sandbox_source(settings, sb, collector, name="Other")
     out = io.StringIO()
@@ -153,7 +155,7 @@ def test_collect_one_source(settings, sb, collector):
     assert Source.objects.exclude(pk=source.pk).get().state == S.PENDING
 
 
-def test_the_lease_of_a_dead_worker_is_taken_over(collector):
+def test_it_the_lease_of_a_dead_worker_is_taken_over(collector):
     source = make_source(collector)
     future = timezone.now() + timedelta(minutes=3)
     host = collection.new_owner().split(":")[0]

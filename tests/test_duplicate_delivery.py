@@ -18,7 +18,7 @@ clock, sb = es.clock, es.sb
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_same_task_twice_at_once_runs_once(settings, sb, collector, monkeypatch):
+def test_it_the_same_task_twice_at_once_runs_once(settings, sb, collector, monkeypatch):
     source = es.sandbox_source(settings, sb, collector)
     barrier = threading.Barrier(2)
     real_take = collection.take_lease
@@ -50,7 +50,7 @@ def test_the_same_task_twice_at_once_runs_once(settings, sb, collector, monkeypa
     assert len(ids) == len(set(ids)) == 350
 
 
-def test_a_delivery_while_a_run_holds_the_lease_makes_no_request(
+def test_it_a_delivery_while_a_run_holds_the_lease_makes_no_request(
     settings, sb, collector
 ):
     source = es.sandbox_source(settings, sb, collector)
@@ -66,7 +66,7 @@ def test_a_delivery_while_a_run_holds_the_lease_makes_no_request(
     assert Source.objects.get(pk=source.pk).lease_owner == "elsewhere:1:abc"
 
 
-def test_a_redelivery_after_the_run_makes_no_request(settings, sb, collector):
+def test_it_a_redelivery_after_the_run_makes_no_request(settings, sb, collector):
     source = es.sandbox_source(settings, sb, collector)
     collection.run(source.pk)
 
@@ -76,7 +76,7 @@ def test_a_redelivery_after_the_run_makes_no_request(settings, sb, collector):
     assert len(es.api_requests(sb)) == 7
 
 
-def test_a_run_that_lost_its_lease_commits_nothing(
+def test_it_a_run_that_lost_its_lease_commits_nothing(
     settings, sb, collector, monkeypatch
 ):
     source = es.sandbox_source(settings, sb, collector)

@@ -30,7 +30,7 @@ def everything_stored() -> str:
     return "\n".join(parts)
 
 
-def test_the_key_is_in_no_log_event_task_or_result(
+def test_it_the_key_is_in_no_log_event_task_or_result(
     settings, sb, clock, collector, caplog, monkeypatch
 ):
     caplog.set_level(logging.DEBUG)

@@ -16,7 +16,7 @@ from tests import engine_support as es
 clock, sb = es.clock, es.sb
 
 
-def test_repeats_bump_the_open_event(source, clock):
+def test_it_repeats_bump_the_open_event(source, clock):
     first = health.record(
         source, ErrorType.THIRD_PARTY_GENERIC, code="http_503", message="a"
     )
@@ -32,7 +32,7 @@ def test_repeats_bump_the_open_event(source, clock):
     assert HealthEvent.objects.count() == 1
 
 
-def test_different_names_are_different_events(source):
+def test_it_different_names_are_different_events(source):
     health.record(source, ErrorType.THIRD_PARTY_GENERIC, code="x", message="x")
     health.record(source, ErrorType.FIRST_PARTY_GENERIC, code="y", message="y")
 
@@ -42,7 +42,7 @@ def test_different_names_are_different_events(source):
     }
 
 
-def test_resolve_closes_them_and_a_new_problem_opens_a_new_event(source):
+def test_it_resolve_closes_them_and_a_new_problem_opens_a_new_event(source):
     old = health.record(
         source, ErrorType.THIRD_PARTY_CONFIG, code="http_401", message="x"
     )
@@ -58,7 +58,7 @@ def test_resolve_closes_them_and_a_new_problem_opens_a_new_event(source):
     assert old.resolved_at is not None
 
 
-def test_the_database_refuses_two_open_events_of_one_name(source):
+def test_it_the_database_refuses_two_open_events_of_one_name(source):
     health.record(source, ErrorType.THIRD_PARTY_GENERIC, code="x", message="x")
     with pytest.raises(IntegrityError), transaction.atomic():
         HealthEvent.objects.create(
@@ -70,7 +70,7 @@ def test_the_database_refuses_two_open_events_of_one_name(source):
         )
 
 
-def test_a_5xx_warning_says_until_when_it_retries(settings, sb, collector):
+def test_it_a_5xx_warning_says_until_when_it_retries(settings, sb, collector):
     source = es.sandbox_source(settings, sb, collector)
     sb.inject("status", count=1, status=503)
 
@@ -84,7 +84,7 @@ def test_a_5xx_warning_says_until_when_it_retries(settings, sb, collector):
     assert event.suggested_fix == "KnowBe4 is unavailable; retrying until 13:30 UTC."
 
 
-def test_our_own_failure_is_a_first_party_error_and_stores_nothing(
+def test_it_our_own_failure_is_a_first_party_error_and_stores_nothing(
     settings, sb, clock, collector, monkeypatch
 ):
     source = es.sandbox_source(settings, sb, collector)
@@ -117,7 +117,7 @@ def test_our_own_failure_is_a_first_party_error_and_stores_nothing(
     assert LogMessage.objects.count() == 350
 
 
-def test_a_run_never_raises_even_when_nothing_can_be_recorded(
+def test_it_a_run_never_raises_even_when_nothing_can_be_recorded(
     settings, sb, collector, monkeypatch
 ):
     source = es.sandbox_source(settings, sb, collector)

@@ -12,7 +12,7 @@ from tests import engine_support as es
 clock, sb = es.clock, es.sb
 
 
-def test_stopping_deletes_the_source_and_keeps_its_messages(settings, sb, collector):
+def test_it_stopping_deletes_the_source_and_keeps_its_messages(settings, sb, collector):
     source = es.sandbox_source(settings, sb, collector)
     collection.run(source.pk)
     sb.clear_requests()
@@ -29,7 +29,7 @@ def test_stopping_deletes_the_source_and_keeps_its_messages(settings, sb, collec
     assert set(kept.values_list("source", flat=True)) == {None}
 
 
-def test_a_page_in_flight_when_deleted_is_abandoned(
+def test_it_a_page_in_flight_when_deleted_is_abandoned(
     settings, sb, collector, monkeypatch
 ):
     source = es.sandbox_source(settings, sb, collector)
@@ -54,7 +54,7 @@ def test_a_page_in_flight_when_deleted_is_abandoned(
     assert set(LogMessage.objects.values_list("source", flat=True)) == {None}
 
 
-def test_a_stopping_source_in_error_is_deleted_too(settings, sb, collector):
+def test_it_a_stopping_source_in_error_is_deleted_too(settings, sb, collector):
     source = es.sandbox_source(settings, sb, collector, api_key="kb4-wrong-key-1234")
     collection.run(source.pk)
     source.refresh_from_db()
@@ -65,7 +65,7 @@ def test_a_stopping_source_in_error_is_deleted_too(settings, sb, collector):
     assert len(es.api_requests(sb)) == 1
 
 
-def test_restart_keeps_the_checkpoint(settings, sb, collector):
+def test_it_restart_keeps_the_checkpoint(settings, sb, collector):
     source = es.sandbox_source(settings, sb, collector)
     collection.run(source.pk, max_pages=2)
     Source.objects.filter(pk=source.pk).update(state=SourceState.ERROR)
@@ -84,7 +84,7 @@ def test_restart_keeps_the_checkpoint(settings, sb, collector):
     assert len(es.stored_ids(source)) == 350
 
 
-def test_a_user_stop_is_never_overwritten_by_the_worker(settings, sb, collector):
+def test_it_a_user_stop_is_never_overwritten_by_the_worker(settings, sb, collector):
     """The worker's state moves are conditional: Stopping wins."""
     source = es.sandbox_source(settings, sb, collector)
     stale = Source.objects.get(pk=source.pk)  # The worker's copy: Pending.

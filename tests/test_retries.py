@@ -98,7 +98,9 @@ def test_it_gives_up_after_90_minutes_of_500s(settings, sb, clock, collector):
     assert set(es.stored_ids(source)) == sb.event_ids(*es.lookback())
 
 
-def test_the_window_survives_a_restart_of_the_workers(settings, sb, clock, collector):
+def test_it_the_window_survives_a_restart_of_the_workers(
+    settings, sb, clock, collector
+):
     """The streak start is in the database: a new process does not reset it."""
     source = es.sandbox_source(settings, sb, collector)
     Source.objects.filter(pk=source.pk).update(
@@ -110,7 +112,7 @@ def test_the_window_survives_a_restart_of_the_workers(settings, sb, clock, colle
     assert len(es.api_requests(sb)) == 1
 
 
-def test_a_truncated_page_is_retried_and_never_partly_stored(
+def test_it_a_truncated_page_is_retried_and_never_partly_stored(
     settings, clock, collector
 ):
     with es.running_sandbox(per_day={str(es.YESTERDAY): 250}, days=1) as server:
@@ -133,7 +135,7 @@ def test_a_truncated_page_is_retried_and_never_partly_stored(
         assert len(ids) == 250
 
 
-def test_invalid_json_and_html_pages_are_retried(settings, sb, clock, collector):
+def test_it_invalid_json_and_html_pages_are_retried(settings, sb, clock, collector):
     source = es.sandbox_source(settings, sb, collector)
     sb.inject("invalid_json", count=1)
     sb.inject("html", count=1)
@@ -176,7 +178,7 @@ def test_it_waits_out_a_short_retry_after_in_the_run(settings, sb, collector):
     assert len(es.stored_ids(source)) == 350
 
 
-def test_limit_exceeded_waits_for_the_next_utc_day(settings, sb, clock, collector):
+def test_it_limit_exceeded_waits_for_the_next_utc_day(settings, sb, clock, collector):
     # The limiter's state in the database: Redis keeps its own clock, which
     # time_machine cannot move (its quota marker would expire at once).
     settings.REDIS_URL = ""

@@ -427,7 +427,7 @@ def test_it_answers_unknown_paths_with_404(sandbox):  # noqa: F811
     assert get(sandbox, "/v1/events").status_code == 404
 
 
-def test_the_client_reads_every_page_of_the_window(frozen):
+def test_it_the_client_reads_every_page_of_the_window(frozen):
     with running_sandbox(days=5, events_per_day=230, rate_limit=False) as sb:
         client = KnowBe4Client(sb.url, SANDBOX_KEY)
         seen: list[str] = []

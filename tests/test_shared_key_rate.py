@@ -28,7 +28,7 @@ def busiest_second(times: list[float]) -> int:
     return best
 
 
-def test_busiest_second_counts_a_closed_window():
+def test_it_busiest_second_counts_a_closed_window():
     assert busiest_second([0.0, 0.2, 0.4, 0.6, 1.0]) == 5
     assert busiest_second([0.0, 0.2, 0.4, 0.6, 1.01]) == 4
     assert busiest_second([]) == 0
