@@ -3,8 +3,8 @@ per-day counts behind the chart.
 
 The messages page, its CSV/JSON-lines export and the chart all read one
 `MessageSearch`, so what a user sees is exactly what they export. Queries stay
-index-friendly on a million rows: a category pattern with its only `*` at the
-end becomes a range over `msg_category_time`, and pages are keyset pages over
+index-friendly on a million rows: a category pattern becomes the list of
+matching categories (an IN over `msg_category_time`), and pages are keyset pages over
 (`message_time`, `id`) so no page ever counts the whole table.
 """
 
@@ -39,62 +39,65 @@ QUICK_RANGES = {
 }
 
 
-# A prefix matching more distinct categories than this is filtered as a range.
+# Above this many distinct categories the database matches patterns itself.
 MAX_EXPANDED_CATEGORIES = 200
 
 
 def category_q(pattern: str) -> Q:
     """Translate a Sumo-style `_sourceCategory` pattern into a filter.
 
-    No `*`: an exact match. A single trailing `*` (`Security/*`): a prefix.
-    On SQLite (binary collation) the prefix is first expanded to the distinct
-    categories it covers, by a loose index scan (`prefix_categories`), so the
-    filter becomes `category IN (...)`: each value is then an equality on the
-    first column of `msg_category_time`, and a time range or the newest-first
-    order can use its second column. A plain range `>= prefix AND < next`
-    would stop the index at the first column and read every message of the
-    prefix. Elsewhere a prefix is LIKE 'prefix%' (a locale collation does not
-    order prefixes contiguously). A `*` anywhere else: an anchored regular
-    expression, which cannot use an index.
+    As in Sumo, matching ignores case and `*` stands for any run of characters
+    (`Security/*`, `*/KnowBe4`). A deployment has few distinct categories, so
+    they are listed first by a loose index scan (`known_categories`) and the
+    pattern is matched against that list here: the filter becomes
+    `category IN (...)`, an equality on the first column of
+    `msg_category_time`, whose second column then serves a time range or the
+    newest-first order, whatever the pattern. With very many categories the
+    database matches instead (case-insensitive LIKE or regex, no index).
     """
-    if "*" not in pattern:
-        return Q(source_category=pattern)
+    if pattern.strip("*") == "":
+        return Q()
+    known = known_categories()
+    if len(known) <= MAX_EXPANDED_CATEGORIES:
+        matcher = category_matcher(pattern)
+        return Q(source_category__in=[c for c in known if matcher.fullmatch(c)])
     head = pattern[:-1]
+    if "*" not in pattern:
+        return Q(source_category__iexact=pattern)
     if pattern.endswith("*") and "*" not in head:
-        if not head:
-            return Q()
-        if connection.vendor == "sqlite":
-            found = prefix_categories(head)
-            if len(found) <= MAX_EXPANDED_CATEGORIES:
-                return Q(source_category__in=found)
-            return Q(source_category__gte=head, source_category__lt=_next_prefix(head))
-        return Q(source_category__startswith=head)
+        return Q(source_category__istartswith=head)
     regex = ".*".join(re.escape(part) for part in pattern.split("*"))
-    return Q(source_category__regex=f"^{regex}$")
+    return Q(source_category__iregex=f"^{regex}$")
 
 
-def prefix_categories(head: str) -> list[str]:
-    """The distinct categories starting with `head`, in one query.
+def category_matcher(pattern: str) -> re.Pattern:
+    """A case-insensitive regular expression for a `*` pattern."""
+    return re.compile(
+        ".*".join(re.escape(part) for part in pattern.split("*")),
+        re.IGNORECASE | re.DOTALL,
+    )
+
+
+def known_categories() -> list[str]:
+    """The distinct categories of the stored messages, in one query.
 
     A recursive CTE hops from one category to the next through the index
     (one seek per distinct value), so it costs the number of categories, not
     the number of messages. Stops after MAX_EXPANDED_CATEGORIES + 1.
     """
     table = LogMessage._meta.db_table
-    upper = _next_prefix(head)
     sql = f"""
         WITH RECURSIVE cats(c) AS (
-            SELECT (SELECT MIN(source_category) FROM {table}
-                    WHERE source_category >= %s AND source_category < %s)
+            SELECT (SELECT MIN(source_category) FROM {table})
             UNION ALL
             SELECT (SELECT MIN(source_category) FROM {table}
-                    WHERE source_category > cats.c AND source_category < %s)
+                    WHERE source_category > cats.c)
             FROM cats WHERE cats.c IS NOT NULL
         )
         SELECT c FROM cats WHERE c IS NOT NULL LIMIT %s
     """  # noqa: S608 - the table name is the model's own; values are parameters
     with connection.cursor() as cur:
-        cur.execute(sql, [head, upper, upper, MAX_EXPANDED_CATEGORIES + 1])
+        cur.execute(sql, [MAX_EXPANDED_CATEGORIES + 1])
         return [row[0] for row in cur.fetchall()]
 
 
@@ -161,11 +164,6 @@ class ResourceChoicesMixin:
         super().__init__(*args, **kwargs)
         self.fields["source"].choices = _source_choices()
         self.fields["collector"].choices = _collector_choices()
-
-
-def _next_prefix(prefix: str) -> str:
-    """The smallest string greater than every string starting with `prefix`."""
-    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
 class MessageFilterForm(ResourceChoicesMixin, forms.Form):
