@@ -133,3 +133,16 @@ def test_it_survives_a_malformed_add(admin_client):
     )
     assert response.status_code == 200
     assert not FieldDefinition.objects.exists()
+
+
+def test_it_runs_the_same_queries_however_large_the_schema(
+    admin_client, django_assert_num_queries
+):
+    collector = make_collector()
+    for n in range(40):
+        make_field(f"field{n}")
+    for n in range(10):
+        make_source(collector, f"S{n}", fields={f"field{n}": "x", f"Field{n + 1}": "y"})
+    with django_assert_num_queries(3):
+        response = admin_client.get(reverse("fields"))
+    assert "40 of 200 fields" in response.content.decode()

@@ -241,3 +241,20 @@ def test_it_keeps_the_chosen_source_selected(admin_client, source):
     html = admin_client.get(reverse("messages"), {"source": source.pk}).content
     assert f'<option value="{source.pk}" selected>'.encode() in html
     assert b'<select name="source" id="id_source">' in html
+
+
+@pytest.mark.django_db
+@time_machine.travel(NOW, tick=False)
+def test_it_runs_the_same_queries_however_many_messages_match(
+    admin_client, collector, source, django_assert_num_queries
+):
+    url = reverse("messages") + "?category=Security/*&range=7d"
+    msg(source, 1)
+    admin_client.get(url)
+    with CaptureQueriesContext(connection) as few:
+        admin_client.get(url)
+    for n in range(2, 120):
+        msg(source, n, when=NOW - timedelta(minutes=n))
+    with django_assert_num_queries(len(few.captured_queries)):
+        response = admin_client.get(url)
+    assert len(response.context["page"].rows) == 50
