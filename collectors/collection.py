@@ -806,8 +806,30 @@ class _Run:
             **values
         )
 
+    def _reconfigured_meanwhile(self) -> bool:
+        """Whether a user saved the source while this run used the old settings.
+
+        A failure then belongs to the old configuration: the new one gets a
+        fresh try at once instead of an Error it never earned.
+        """
+        if self.source is None:
+            return False
+        current = (
+            Source.objects.filter(pk=self.source_id)
+            .values_list("config_version", flat=True)
+            .first()
+        )
+        if current is None or current == self.source.config_version:
+            return False
+        self._set(next_attempt_at=None, error_streak_started=None)
+        self.result.outcome = "reconfigured"
+        logger.info("source %s: saved during the run; retrying now", self.source_id)
+        return True
+
     def _config_error(self, exc: Exception) -> None:
         """ThirdPartyConfig: Error at once, no request until edited/restarted."""
+        if self._reconfigured_meanwhile():
+            return
         source = self.source or Source.objects.get(pk=self.source_id)
         if isinstance(exc, crypto.KeyUnreadable):
             code, message, fix = "key_unreadable", str(exc), health.FIX_KEY_UNREADABLE
@@ -887,6 +909,8 @@ class _Run:
         started = source.error_streak_started or now
         until = retry.window_end(started).astimezone(UTC).strftime("%H:%M UTC")
         if retry.exhausted(started, now):
+            if self._reconfigured_meanwhile():
+                return
             self._set(next_attempt_at=None, error_streak_started=started)
             if not source.transition(
                 SourceState.ERROR,

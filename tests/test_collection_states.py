@@ -135,3 +135,30 @@ def test_it_a_base_url_no_longer_allowed_is_a_config_error(settings, sb, collect
     assert collection.run(source.pk).outcome == "config_error"
     assert es.api_requests(sb) == []
     assert HealthEvent.objects.get(source=source).error_code == "unknown_base_url"
+
+
+def test_it_a_source_saved_during_a_failing_run_is_retried_not_errored(
+    settings, sb, clock, collector, monkeypatch
+):
+    source = es.sandbox_source(settings, sb, collector, api_key="kb4-wrong-key-1234")
+    real = collection._Run._config_error
+
+    def user_fixes_the_key_meanwhile(run, exc):
+        edited = Source.objects.get(pk=source.pk)
+        edited.set_api_key(sb.api_key)
+        edited.save()
+        edited.reconfigured()
+        return real(run, exc)
+
+    monkeypatch.setattr(collection._Run, "_config_error", user_fixes_the_key_meanwhile)
+    result = collection.run(source.pk)
+
+    assert result.outcome == "reconfigured"
+    source.refresh_from_db()
+    assert source.state != S.ERROR
+    assert not HealthEvent.objects.filter(source=source).exists()
+    assert tasks.due_sources().filter(pk=source.pk).exists()
+    monkeypatch.setattr(collection._Run, "_config_error", real)
+    assert collection.run(source.pk).outcome == "caught_up"
+    source.refresh_from_db()
+    assert source.state == S.COLLECTING
