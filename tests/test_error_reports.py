@@ -56,3 +56,13 @@ def test_it_still_shows_harmless_variables(rf, admin_user, collector, monkeypatc
     html = _crash_report(rf, admin_user, collector).get_traceback_html()
     assert "rule check failed" in html
     assert "Crash" in html  # The source name is no secret.
+
+
+def test_it_masks_the_key_when_saving_crashes(rf, admin_user, collector, monkeypatch):
+    def explode(self, commit=True):
+        raise RuntimeError("storage failed")
+
+    monkeypatch.setattr(SourceForm, "save", explode)
+    report = _crash_report(rf, admin_user, collector)
+    assert SECRET not in report.get_traceback_text()
+    assert SECRET not in report.get_traceback_html()
