@@ -34,9 +34,6 @@ class HostedCollector(models.Model):
     def __str__(self) -> str:
         return self.name
 
-    def get_health_url(self) -> str:
-        return reverse("collector-health", args=[self.pk])
-
     def open_health_counts(self) -> tuple[int, int]:
         """(open errors, open warnings) of the collector and all its sources."""
         return HealthEvent.objects.open().for_collector(self).severity_counts()
@@ -107,9 +104,6 @@ class Source(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("source-detail", args=[self.pk])
-
-    def get_health_url(self) -> str:
-        return reverse("source-health", args=[self.pk])
 
     def open_health_counts(self) -> tuple[int, int]:
         """(open errors, open warnings) of this source."""

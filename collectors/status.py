@@ -7,6 +7,7 @@ resource's look from here, so a status means the same thing everywhere.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cache
 
 
@@ -24,8 +25,6 @@ HEALTHY = StatusLook("healthy", "Healthy", "green", "img/status-healthy.svg")
 WARNING = StatusLook("warning", "Warning", "orange", "img/status-warning.svg")
 ERROR = StatusLook("error", "Error", "red", "img/status-error.svg")
 NEUTRAL = StatusLook("neutral", "Not collecting", "grey", "img/status-neutral.svg")
-
-LOOKS = {look.key: look for look in (HEALTHY, WARNING, ERROR, NEUTRAL)}
 
 
 def health_look(errors: int, warnings: int, *, neutral: bool = False) -> StatusLook:
@@ -56,6 +55,36 @@ def last_success_text(when) -> str:
     if when is None:
         return "No successful collection yet"
     return f"Last successful collection: {when:%Y-%m-%d %H:%M} UTC"
+
+
+@dataclass(frozen=True)
+class Health:
+    """A resource's health as drawn: its look and what its tooltip says.
+
+    The icon button on the pages and the refresh endpoint's JSON both come
+    from this, so they cannot disagree.
+    """
+
+    look: StatusLook
+    errors: int
+    warnings: int
+    last_success: datetime | None
+
+    @property
+    def tooltip(self) -> str:
+        return health_tooltip(self.errors, self.warnings)
+
+    @property
+    def last_success_text(self) -> str:
+        return last_success_text(self.last_success)
+
+
+def health(
+    errors: int, warnings: int, *, neutral: bool = False, last_success=None
+) -> Health:
+    """The Health of a resource from its open event counts (see health_look)."""
+    look = health_look(errors, warnings, neutral=neutral)
+    return Health(look, errors, warnings, last_success)
 
 
 @cache

@@ -36,9 +36,8 @@ def _last_success(obj):
     return obj.sources.aggregate(last=Max("last_success_at"))["last"]
 
 
-@register.simple_tag
-def health_status(obj, panel_url: bool = True) -> dict:
-    """The look, tooltip, last success and panel URL of a source or collector.
+def _health(obj) -> status.Health:
+    """The health of a source or collector.
 
     Reads the `open_errors` / `open_warnings` annotations that list views add
     (so drawing a row costs no query), falling back to a query otherwise.
@@ -47,19 +46,12 @@ def health_status(obj, panel_url: bool = True) -> dict:
     warnings = getattr(obj, "open_warnings", None)
     if errors is None or warnings is None:
         errors, warnings = obj.open_health_counts()
-    look = status.health_look(
-        errors, warnings, neutral=getattr(obj, "is_neutral", False)
+    return status.health(
+        errors,
+        warnings,
+        neutral=getattr(obj, "is_neutral", False),
+        last_success=_last_success(obj),
     )
-    last = _last_success(obj)
-    return {
-        "look": look,
-        "errors": errors,
-        "warnings": warnings,
-        "tooltip": status.health_tooltip(errors, warnings),
-        "last_success": last,
-        "last_success_text": status.last_success_text(last),
-        "panel_url": obj.get_health_url() if panel_url else None,
-    }
 
 
 @cache
@@ -82,14 +74,14 @@ def status_icon(obj) -> str:
     Drawn by `_status_icon.html` for every row of the Collection page (500
     per page), so it is one escaped f-string rather than a template per row.
     """
-    st = health_status(obj, panel_url=False)
-    look = st["look"]
+    st = _health(obj)
+    look = st.look
     e = html.escape
-    tooltip, last = e(st["tooltip"]), e(st["last_success_text"])
+    tooltip, last = e(st.tooltip), e(st.last_success_text)
     markup = (
         f'<button type="button" class="status-icon status-{e(look.colour)}" '
         f'data-health-url="{e(_panel_url(obj))}" data-status="{e(look.key)}" '
-        f'data-errors="{int(st["errors"])}" data-warnings="{int(st["warnings"])}" '
+        f'data-errors="{int(st.errors)}" data-warnings="{int(st.warnings)}" '
         f'data-tooltip="{tooltip}" data-last-success="{last}" '
         f'aria-label="Health: {e(look.label)}, {tooltip}. {last}" '
         f'aria-haspopup="dialog"><img src="{e(status.icon_url(look))}" alt="" '

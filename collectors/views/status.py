@@ -56,17 +56,17 @@ def _open_counts(events) -> tuple[Counter, Counter, Counter, Counter]:
 
 def _look(errors: int, warnings: int, *, neutral: bool, last_success) -> dict:
     """The JSON twin of the `status_icon` template tag."""
-    look = status.health_look(errors, warnings, neutral=neutral)
+    st = status.health(errors, warnings, neutral=neutral, last_success=last_success)
     return {
-        "status": look.key,
-        "label": look.label,
-        "colour": look.colour,
-        "icon": status.icon_url(look),
+        "status": st.look.key,
+        "label": st.look.label,
+        "colour": st.look.colour,
+        "icon": status.icon_url(st.look),
         "errors": errors,
         "warnings": warnings,
-        "tooltip": status.health_tooltip(errors, warnings),
+        "tooltip": st.tooltip,
         "last_success": last_success.isoformat() if last_success else None,
-        "last_success_text": status.last_success_text(last_success),
+        "last_success_text": st.last_success_text,
     }
 
 
