@@ -101,6 +101,15 @@ def known_categories() -> list[str]:
         return [row[0] for row in cur.fetchall()]
 
 
+def time_field(label: str) -> forms.DateTimeField:
+    """An optional UTC time filter with the browser's date-time picker."""
+    return forms.DateTimeField(
+        label=label,
+        required=False,
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+    )
+
+
 class FastSelect(forms.Select):
     """A <select> rendered in one pass.
 
@@ -187,16 +196,8 @@ class MessageFilterForm(ResourceChoicesMixin, forms.Form):
             ("30d", "Last 30 days"),
         ],
     )
-    since = forms.DateTimeField(
-        label="From (UTC)",
-        required=False,
-        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
-    )
-    until = forms.DateTimeField(
-        label="To (UTC)",
-        required=False,
-        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
-    )
+    since = time_field("From (UTC)")
+    until = time_field("To (UTC)")
     event_type = forms.CharField(label="Event type", required=False, max_length=255)
     risk_level = forms.IntegerField(
         label="Risk level", required=False, min_value=-10, max_value=10
@@ -435,16 +436,8 @@ class HealthEventFilterForm(ResourceChoicesMixin, forms.Form):
         required=False,
         choices=[("", "Open and resolved"), ("open", "Open"), ("resolved", "Resolved")],
     )
-    since = forms.DateTimeField(
-        label="Last seen from (UTC)",
-        required=False,
-        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
-    )
-    until = forms.DateTimeField(
-        label="to (UTC)",
-        required=False,
-        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
-    )
+    since = time_field("Last seen from (UTC)")
+    until = time_field("to (UTC)")
     sort = forms.CharField(required=False, widget=forms.HiddenInput)
 
     def order_by(self) -> list[str]:
