@@ -57,6 +57,21 @@ def collect_concurrently(source_ids: list[int]) -> list[collection.RunResult]:
     return results
 
 
+def three_sources(settings, server, prefix: str, lookback_days: int) -> list:
+    """Three sources of one collector, all with the sandbox's one key."""
+    collector = make_collector()
+    return [
+        sandbox_source(
+            settings,
+            server,
+            collector,
+            name=f"{prefix} {n}",
+            initial_lookback_days=lookback_days,
+        )
+        for n in range(3)
+    ]
+
+
 @pytest.mark.slow
 def test_it_shares_four_requests_a_second_between_sources_of_one_key(
     transactional_db,
@@ -65,17 +80,7 @@ def test_it_shares_four_requests_a_second_between_sources_of_one_key(
 ):
     settings.KNOWBE4_RATE_LIMIT = True
     with running_sandbox(days=10, events_per_day=EVENTS_PER_DAY) as server:
-        collector = make_collector()
-        sources = [
-            sandbox_source(
-                settings,
-                server,
-                collector,
-                name=f"Shared key {n}",
-                initial_lookback_days=LOOKBACK_DAYS,
-            )
-            for n in range(3)
-        ]
+        sources = three_sources(settings, server, "Shared key", LOOKBACK_DAYS)
         results = collect_concurrently([s.pk for s in sources])
         log = [r for r in server.requests if r.path.startswith("/events")]
 
@@ -107,17 +112,7 @@ def test_it_would_be_throttled_without_the_limiter(
     """The judge can fail: with the limiter off the same runs get 429s."""
     settings.KNOWBE4_RATE_LIMIT = False
     with running_sandbox(days=10, events_per_day=EVENTS_PER_DAY) as server:
-        collector = make_collector()
-        sources = [
-            sandbox_source(
-                settings,
-                server,
-                collector,
-                name=f"Unlimited {n}",
-                initial_lookback_days=2,
-            )
-            for n in range(3)
-        ]
+        sources = three_sources(settings, server, "Unlimited", 2)
         collect_concurrently([s.pk for s in sources])
         log = [r for r in server.requests if r.path.startswith("/events")]
     assert any(r.status == 429 for r in log)
