@@ -70,6 +70,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_q",
     "collectors",
+    "alerts",
 ]
 
 MIDDLEWARE = [
@@ -145,6 +146,10 @@ KNOWBE4_RATE_LIMIT = env.bool("KNOWBE4_RATE_LIMIT", default=True)
 # The account's daily request quota (10 x licensed seats), shown on the source
 # page when known.
 KNOWBE4_DAILY_QUOTA = env.int("KNOWBE4_DAILY_QUOTA", default=None)
+
+# Outbound requests (alerts/egress.py): allow http:// and loopback/private
+# destinations. Off in production; on for a lab, the demo and local receivers.
+EGRESS_ALLOW_PRIVATE = env.bool("EGRESS_ALLOW_PRIVATE", default=False)
 
 # Collection runs take a lease shorter than django-q2's `retry`, and the KnowBe4
 # client's timeouts are well under the task `timeout`.
