@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from django import forms
+from django.core.exceptions import ValidationError
 from django.db import connection
 from django.db.models import CharField, Count, F, Func, Q, QuerySet
 from django.db.models.functions import TruncDate
@@ -101,13 +102,58 @@ def known_categories() -> list[str]:
         return [row[0] for row in cur.fetchall()]
 
 
+# Times a filter accepts: one year inside what `datetime` can hold, so that
+# moving the bound by a day or a time-zone offset can never overflow.
+MIN_YEAR, MAX_YEAR = 2, 9998
+# Ids from a URL: ASCII decimal that fits a signed 64-bit column.
+MAX_ID = 2**63 - 1
+_ID = re.compile(r"[0-9]{1,19}")
+
+
+def parse_id(text: str) -> int | None:
+    """An id from a URL, or None for anything else.
+
+    `str.isdigit()` accepts "²" and "١" (which `int()` refuses or reads as
+    another number) and Python's int has no upper bound while the database's
+    does: only ASCII digits within 63 bits pass.
+    """
+    if not _ID.fullmatch(text):
+        return None
+    value = int(text)
+    return value if value <= MAX_ID else None
+
+
+def in_range(moment: datetime) -> datetime | None:
+    """`moment` in UTC if its year is within MIN_YEAR..MAX_YEAR, else None."""
+    try:
+        utc = moment.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+23:59 is before year 1 in UTC.
+        return None
+    return utc if MIN_YEAR <= utc.year <= MAX_YEAR else None
+
+
+class TimeFilterField(forms.DateTimeField):
+    """An optional UTC time filter that refuses years the database, the
+    chart's day arithmetic or a time-zone conversion cannot hold."""
+
+    widget = forms.DateTimeInput(attrs={"type": "datetime-local"})
+
+    def to_python(self, value):
+        moment = super().to_python(value)
+        if moment is None:
+            return None
+        utc = in_range(moment)
+        if utc is None:
+            raise ValidationError(
+                f"Enter a time between the years {MIN_YEAR} and {MAX_YEAR}.",
+                code="out_of_range",
+            )
+        return utc
+
+
 def time_field(label: str) -> forms.DateTimeField:
     """An optional UTC time filter with the browser's date-time picker."""
-    return forms.DateTimeField(
-        label=label,
-        required=False,
-        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
-    )
+    return TimeFilterField(label=label, required=False)
 
 
 class FastSelect(forms.Select):
@@ -229,13 +275,16 @@ class Cursor:
         if not value:
             return None
         stamp, _, pk = value.rpartition("_")
+        number = parse_id(pk)
         try:
             moment = datetime.fromisoformat(stamp)
-            number = int(pk)
         except ValueError:
             return None
         if timezone.is_naive(moment):
             moment = moment.replace(tzinfo=UTC)
+        moment = in_range(moment)
+        if number is None or moment is None:
+            return None
         return cls(moment, number)
 
 

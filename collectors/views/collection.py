@@ -195,7 +195,8 @@ def collection(request):
     those collectors with health annotations, and one prefetch of their
     sources, also annotated.
     """
-    q = request.GET.get("q", "").strip()[:200]
+    # NUL can match nothing and PostgreSQL refuses it in a query: drop it.
+    q = request.GET.get("q", "").replace("\x00", "").strip()[:200]
     ids, sources = _matching(q)
     page = Paginator(ids, COLLECTORS_PER_PAGE).get_page(request.GET.get("page"))
     page.object_list = _page_rows(list(page.object_list), sources)

@@ -20,6 +20,7 @@ from django.views.decorators.http import require_GET
 from collectors import status
 from collectors.choices import Severity, SourceState
 from collectors.models import HealthEvent, HostedCollector, Source
+from collectors.search import parse_id
 
 MAX_IDS = 2000
 
@@ -28,8 +29,8 @@ def _ids(value: str) -> list[int] | None:
     """Comma-separated ids from the URL (junk ignored); None when absent."""
     if not value:
         return None
-    ids = [int(part) for part in value.split(",")[:MAX_IDS] if part.isdigit()]
-    return ids
+    parsed = (parse_id(part) for part in value.split(",")[:MAX_IDS])
+    return [pk for pk in parsed if pk is not None]
 
 
 def _open_counts(events) -> tuple[Counter, Counter, Counter, Counter]:
