@@ -1,6 +1,8 @@
 # The README's two commands: `make run` and `make test`. Both create .venv
 # (Python 3.11+) and install the pinned requirements when needed.
 PYTHON ?= python3
+# `make run PORT=8001` serves the web app on another port.
+PORT ?= 8000
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -20,11 +22,12 @@ install: $(STAMP)
 .env:
 	cp .env.example .env
 
+# Quiet start-up (migrations print only on failure); run_all creates the admin
+# account and prints its password and the sandbox key last, in one block.
 run: install .env
-	$(BIN)/python manage.py migrate --noinput
-	$(BIN)/python manage.py ensure_admin
-	$(BIN)/python manage.py setup_schedules
-	$(BIN)/python manage.py run_all
+	@$(BIN)/python manage.py migrate --noinput -v 0
+	@$(BIN)/python manage.py setup_schedules -v 0
+	@$(BIN)/python manage.py run_all --addr 127.0.0.1:$(PORT)
 
 test: install .env
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -1,6 +1,6 @@
 """Choice sets shared by models, forms and the UI (NetBox-style choice classes).
 
-The wording of labels is the seed's (`shared/seed/knowbe4-api-source.md`).
+The wording of labels is the seed's (`docs/knowbe4-api-source.md`).
 """
 
 from __future__ import annotations

@@ -1,23 +1,38 @@
 """Run the web app, a django-q2 cluster and the KnowBe4 sandbox together.
 
-`make run` calls this. One Ctrl-C (or SIGTERM) stops all of them; if one
-of them dies, the others are stopped too, so nothing is left half-running.
+`make run` calls this. It makes sure the `admin` account exists, starts the
+three processes, waits until the web app answers and then prints what the
+user needs (the URL, the one-time admin password, the sandbox key) LAST, in
+one block, so it is not buried under the children's start-up output.
+
+Each child runs in its own process group, so only this command receives the
+terminal's Ctrl-C; it then stops every group with SIGTERM and, after a short
+grace period, SIGKILL (django-q2's workers included), so one Ctrl-C (or
+SIGTERM) ends everything within a few seconds. If one child dies, the others
+are stopped too, so nothing is left half-running.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
-SANDBOX_ADDR = ("127.0.0.1", 8765)
-SANDBOX_ENTRY = "Sandbox (local)|http://127.0.0.1:8765"
+from collectors.management.commands.ensure_admin import AdminAccount, ensure_admin
+
+SANDBOX_HOST = "127.0.0.1"
+SANDBOX_PORT = 8765
+# SIGTERM, then SIGKILL after this: Ctrl-C must end everything within 5 s.
+STOP_GRACE_SECONDS = 2.0
+READY_TIMEOUT_SECONDS = 120.0
 
 
 def sandbox_api_key() -> str:
@@ -30,56 +45,142 @@ def sandbox_api_key() -> str:
     return path.read_text().strip()
 
 
+def sandbox_entry(port: int) -> str:
+    """The KNOWBE4_EXTRA_BASE_URLS entry that offers the local sandbox."""
+    return f"Sandbox (local)|http://{SANDBOX_HOST}:{port}"
+
+
+def parse_addr(addr: str) -> tuple[str, int]:
+    """'host:port' or 'port' -> (host, port), refusing anything else clearly."""
+    host, _, port = addr.rpartition(":")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise CommandError(f"--addr {addr!r}: expected host:port, e.g. 127.0.0.1:8000")
+    return host or "127.0.0.1", int(port)
+
+
+def banner(url: str, admin: AdminAccount, sandbox_key: str | None) -> str:
+    """The start-up block: where to go, how to sign in, which key to use."""
+    lines = [f"knowbe4sumo is running at {url}", *admin.lines()]
+    if sandbox_key:
+        lines += [
+            "KnowBe4 sandbox: add a source with Base URL 'Sandbox (local)'",
+            f"  and API key {sandbox_key}",
+        ]
+    lines.append("Ctrl-C stops everything.")
+    rule = "=" * max(len(line) for line in lines)
+    return "\n".join([rule, *lines, rule])
+
+
 def _interrupt(signum, frame) -> None:
     """Treat SIGTERM like Ctrl-C, so both stop every child the same way."""
     raise KeyboardInterrupt
 
 
+def _listening(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def wait_until_listening(procs, host: str, port: int, timeout: float) -> bool:
+    """Wait until host:port accepts connections; False if a child died first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(p.poll() is not None for p in procs):
+            return False
+        if _listening(host, port):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+
+
+def stop_all(procs, grace: float = STOP_GRACE_SECONDS) -> None:
+    """SIGTERM every child's process group, SIGKILL what is left after `grace`.
+
+    Killing the group, not only the child, also ends django-q2's worker
+    processes, which would otherwise outlive their cluster.
+    """
+    for p in procs:
+        _signal_group(p, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for p in procs:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            p.wait(max(0.05, deadline - time.monotonic()))
+    for p in procs:
+        _signal_group(p, signal.SIGKILL)  # the group may outlive its leader
+        if p.poll() is None:
+            p.wait()
+
+
 class Command(BaseCommand):
-    help = "Start the web app on 127.0.0.1:8000, a qcluster and the sandbox."
+    help = "Start the web app (127.0.0.1:8000 or --addr), a qcluster and the sandbox."
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--addr", default="127.0.0.1:8000")
         parser.add_argument(
             "--no-sandbox", action="store_true", help="Do not start the sandbox."
         )
+        parser.add_argument(
+            "--sandbox-port",
+            type=int,
+            default=int(os.environ.get("SANDBOX_PORT", SANDBOX_PORT)),
+            help=f"Port of the local sandbox (default {SANDBOX_PORT}).",
+        )
 
-    def handle(self, *args, addr: str, no_sandbox: bool, **options) -> None:
+    def handle(
+        self, *args, addr: str, no_sandbox: bool, sandbox_port: int, **options
+    ) -> None:
+        host, port = parse_addr(addr)
+        admin = ensure_admin()
         env = dict(os.environ)
         py = [sys.executable, "manage.py"]
         commands = [
-            [*py, "runserver", addr, "--noreload"],
+            [*py, "runserver", f"{host}:{port}", "--noreload"],
             [*py, "qcluster"],
         ]
+        key = None
         if not no_sandbox:
             key = sandbox_api_key()
             extra = [e for e in env.get("KNOWBE4_EXTRA_BASE_URLS", "").split(",") if e]
-            env["KNOWBE4_EXTRA_BASE_URLS"] = ",".join([*extra, SANDBOX_ENTRY])
+            env["KNOWBE4_EXTRA_BASE_URLS"] = ",".join(
+                [*extra, sandbox_entry(sandbox_port)]
+            )
             env["KNOWBE4_SANDBOX_API_KEY"] = key
-            host, port = SANDBOX_ADDR
             commands.append(
-                [*py, "knowbe4_sandbox", "--host", host, "--port", str(port)]
+                [
+                    *py,
+                    "knowbe4_sandbox",
+                    "--host",
+                    SANDBOX_HOST,
+                    "--port",
+                    str(sandbox_port),
+                ]
             )
-            self.stdout.write(
-                self.style.SUCCESS(
-                    f"Sandbox: choose Base URL 'Sandbox (local)' and API key {key}"
-                )
-            )
-        self.stdout.write(f"Open http://{addr}/ (Ctrl-C stops everything).")
-        procs = [subprocess.Popen(cmd, env=env) for cmd in commands]  # noqa: S603
         signal.signal(signal.SIGTERM, _interrupt)
+        procs = []
         try:
+            procs = [
+                subprocess.Popen(cmd, env=env, start_new_session=True)  # noqa: S603
+                for cmd in commands
+            ]
+            if wait_until_listening(procs, host, port, READY_TIMEOUT_SECONDS):
+                self.stdout.write(
+                    self.style.SUCCESS(banner(f"http://{host}:{port}/", admin, key))
+                )
+            else:  # Still say how to sign in: a generated password is shown once.
+                self.stderr.write("The web app did not start; see the output above.")
+                self.stdout.write("\n".join(admin.lines()))
             while all(p.poll() is None for p in procs):
                 time.sleep(0.5)
+            self.stderr.write("A process stopped; stopping the others.")
         except KeyboardInterrupt:
-            pass
+            self.stdout.write("Stopping…")
         finally:
-            for p in procs:
-                if p.poll() is None:
-                    p.send_signal(signal.SIGTERM)
-            deadline = time.monotonic() + 15
-            for p in procs:
-                try:
-                    p.wait(max(0.1, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    p.kill()
+            stop_all(procs)

@@ -24,4 +24,5 @@ class Command(BaseCommand):
             },
         )
         verb = "Created" if created else "Updated"
-        self.stdout.write(f"{verb} schedule '{schedule.name}' (every minute).")
+        if options["verbosity"] > 0:
+            self.stdout.write(f"{verb} schedule '{schedule.name}' (every minute).")
