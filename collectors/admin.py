@@ -174,10 +174,16 @@ class FieldDefinitionAdmin(admin.ModelAdmin):
 
 @admin.register(StateTransition)
 class StateTransitionAdmin(ReadOnlyAdmin):
-    list_display = ["at", "source", "from_state", "to_state", "reason"]
+    list_display = [
+        "at",
+        "source_name",
+        "collector_name",
+        "from_state",
+        "to_state",
+        "reason",
+    ]
     list_filter = ["to_state", "from_state"]
-    search_fields = ["source__name", "reason"]
-    list_select_related = ["source"]
+    search_fields = ["source_name", "collector_name", "reason"]
     date_hierarchy = "at"
 
 
@@ -186,17 +192,23 @@ class HealthEventAdmin(ReadOnlyAdmin):
     list_display = [
         "event_name",
         "severity",
-        "source",
-        "collector",
+        "resource_type",
+        "resource_name",
+        "collector_name",
         "error_code",
         "count",
         "first_seen",
         "last_seen",
         "resolved_at",
     ]
-    list_filter = ["severity", "event_name", "error_type", "resolved_at"]
-    search_fields = ["message", "error_code", "source__name", "collector__name"]
-    list_select_related = ["source", "collector"]
+    list_filter = [
+        "severity",
+        "event_name",
+        "error_type",
+        "resource_type",
+        "resolved_at",
+    ]
+    search_fields = ["message", "error_code", "resource_name", "collector_name"]
 
 
 @admin.register(LogMessage)

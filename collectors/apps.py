@@ -11,3 +11,6 @@ class CollectorsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "collectors"
     verbose_name = "Collection"
+
+    def ready(self) -> None:
+        from collectors import health  # noqa: F401 - connects its signal handlers

@@ -19,6 +19,9 @@ from collectors.choices import ErrorType, HealthEventName, Severity, SourceState
 class HostedCollector(models.Model):
     """A hosted collector: a named group of sources, like Sumo Logic's."""
 
+    # The name its health events are filed under (see `collectors.health`).
+    HEALTH_RESOURCE_TYPE = "Collector"
+
     name = models.CharField(max_length=128)
     description = models.TextField(max_length=1024, blank=True)
     category = models.CharField(max_length=1024, blank=True)
@@ -46,6 +49,8 @@ class Source(models.Model):
     last four characters (`api_key_hint`). `config_version` grows on every edit;
     the engine compares it to clear a ThirdPartyConfig error.
     """
+
+    HEALTH_RESOURCE_TYPE = "Source"
 
     collector = models.ForeignKey(
         HostedCollector, models.CASCADE, related_name="sources"
@@ -101,6 +106,15 @@ class Source(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def save(self, *args, **kwargs) -> None:
+        """Save; a new source's timeline starts with its creation in Pending."""
+        adding = self._state.adding
+        super().save(*args, **kwargs)
+        if adding:
+            StateTransition.objects.create(
+                source=self, from_state="", to_state=self.state, reason="Created"
+            )
 
     def get_absolute_url(self) -> str:
         return reverse("source-detail", args=[self.pk])
@@ -245,33 +259,61 @@ class FieldDefinition(models.Model):
 
 
 class StateTransition(models.Model):
-    """One change of a source's state, kept as a timeline (like a flip log)."""
+    """One change of a source's state, kept as a timeline (like a flip log).
 
-    source = models.ForeignKey(Source, models.CASCADE, related_name="transitions")
-    from_state = models.CharField(max_length=16, choices=SourceState.choices)
+    The first row of a source is its creation (`from_state` blank, to
+    Pending). Rows outlive their source: the FK goes NULL on deletion and the
+    stored id and names still say whose history it was.
+    """
+
+    source = models.ForeignKey(
+        Source, models.SET_NULL, null=True, blank=True, related_name="transitions"
+    )
+    source_ref = models.PositiveBigIntegerField("source id", null=True, blank=True)
+    source_name = models.CharField(max_length=128, blank=True)
+    collector_name = models.CharField(max_length=128, blank=True)
+    from_state = models.CharField(
+        max_length=16, choices=SourceState.choices, blank=True
+    )
     to_state = models.CharField(max_length=16, choices=SourceState.choices)
     at = models.DateTimeField(default=timezone.now)
     reason = models.CharField(max_length=500, blank=True)
 
     class Meta:
         ordering = ["at", "id"]
-        indexes = [models.Index(fields=["source", "at"])]
+        indexes = [
+            models.Index(fields=["source", "at"]),
+            models.Index(fields=["source_ref", "at"]),
+        ]
 
     def __str__(self) -> str:
-        return f"{self.source_id}: {self.from_state} → {self.to_state}"
+        who = self.source_name or self.source_ref
+        return f"{who}: {self.from_state} → {self.to_state}"
+
+    def save(self, *args, **kwargs) -> None:
+        """Copy the source's id and names, so the row still reads after deletion."""
+        if self.source is not None and not self.source_ref:
+            self.source_ref = self.source.pk
+            self.source_name = self.source.name
+            self.collector_name = self.source.collector.name
+        super().save(*args, **kwargs)
 
 
 class HealthEventQuerySet(models.QuerySet):
-    """Queries for the Health column, tooltip and panel."""
+    """Queries for the Health column, tooltip, panel and Health Events page."""
 
     def open(self) -> HealthEventQuerySet:
         return self.filter(resolved_at__isnull=True)
 
-    def for_collector(self, collector) -> HealthEventQuerySet:
-        """Events of the collector itself and of every source in it."""
-        return self.filter(
-            models.Q(collector=collector) | models.Q(source__collector=collector)
-        )
+    def for_collector(self, collector: HostedCollector | int) -> HealthEventQuerySet:
+        """Events of the collector itself and of every source in it, including
+        deleted ones (by the stored collector id, no join)."""
+        pk = collector if isinstance(collector, int) else collector.pk
+        return self.filter(collector_ref=pk)
+
+    def for_resource(self, resource_type: str, resource_id: int) -> HealthEventQuerySet:
+        """Events of one resource, live or deleted (see `collectors.health`)."""
+        return self.filter(resource_type=resource_type, resource_id=resource_id)
 
     def severity_counts(self) -> tuple[int, int]:
         """(errors, warnings) in one query."""
@@ -281,20 +323,41 @@ class HealthEventQuerySet(models.QuerySet):
         )
         return counts["errors"], counts["warnings"]
 
+    def bulk_create(self, objs, *args, **kwargs):
+        """As `save`, fill the stored resource columns of each new event."""
+        for obj in objs:
+            obj.fill_resource()
+        return super().bulk_create(objs, *args, **kwargs)
+
 
 class HealthEvent(models.Model):
-    """A detected problem with a source or collector (the Health Event Index).
+    """A detected problem with a resource (the Health Event Index).
 
-    One open event per (resource, event name): repeats bump `count` and
-    `last_seen`; a success sets `resolved_at`.
+    The resource is named by stored columns, `resource_type` ("Source",
+    "Collector", or another app's type such as "Connection" or "Output"),
+    `resource_id` and `resource_name`, plus the id and name of the collector
+    it belongs to, so an event outlives its resource: the page still lists,
+    filters and opens it. `source` and `collector` are live links for the
+    collectors app's own resources; they go NULL when the resource is deleted.
+    `collectors.health` is the API that writes these rows.
+
+    One open event per (resource type, resource id, event name): repeats bump
+    `count` and `last_seen`; a success sets `resolved_at`.
     """
 
+    resource_type = models.CharField(max_length=32)
+    resource_id = models.PositiveBigIntegerField()
+    resource_name = models.CharField(max_length=255, blank=True)
+    collector_ref = models.PositiveBigIntegerField(
+        "collector id", null=True, blank=True
+    )
+    collector_name = models.CharField(max_length=128, blank=True)
     source = models.ForeignKey(
-        Source, models.CASCADE, null=True, blank=True, related_name="health_events"
+        Source, models.SET_NULL, null=True, blank=True, related_name="health_events"
     )
     collector = models.ForeignKey(
         HostedCollector,
-        models.CASCADE,
+        models.SET_NULL,
         null=True,
         blank=True,
         related_name="health_events",
@@ -316,23 +379,68 @@ class HealthEvent(models.Model):
         ordering = ["-last_seen", "-id"]
         constraints = [
             models.UniqueConstraint(
-                fields=["source", "event_name"],
-                condition=models.Q(resolved_at__isnull=True, source__isnull=False),
-                name="one_open_health_event_per_source",
+                fields=["resource_type", "resource_id", "event_name"],
+                condition=models.Q(resolved_at__isnull=True),
+                name="one_open_health_event_per_resource",
             ),
         ]
         indexes = [
             models.Index(fields=["source", "resolved_at"]),
             models.Index(fields=["collector", "resolved_at"]),
+            models.Index(
+                fields=["resource_type", "resource_id", "resolved_at"],
+                name="health_resource",
+            ),
+            models.Index(
+                fields=["collector_ref", "resolved_at"], name="health_in_collector"
+            ),
             models.Index(fields=["-last_seen"]),
         ]
 
     def __str__(self) -> str:
         return f"{self.event_name} ({self.get_severity_display()})"
 
+    def save(self, *args, **kwargs) -> None:
+        self.fill_resource()
+        super().save(*args, **kwargs)
+
+    def fill_resource(self) -> None:
+        """Name the resource from the `source` or `collector` link when the
+        writer gave only that (other apps set the stored columns themselves)."""
+        if self.resource_type:
+            return
+        if self.source is not None:
+            self.resource_type = Source.HEALTH_RESOURCE_TYPE
+            self.resource_id = self.source.pk
+            self.resource_name = self.source.name
+            self.collector_ref = self.source.collector_id
+            self.collector_name = self.source.collector.name
+        elif self.collector is not None:
+            self.resource_type = HostedCollector.HEALTH_RESOURCE_TYPE
+            self.resource_id = self.collector.pk
+            self.resource_name = self.collector.name
+            self.collector_ref = self.collector.pk
+            self.collector_name = self.collector.name
+
     @property
     def is_open(self) -> bool:
         return self.resolved_at is None
+
+    @property
+    def live_resource(self):
+        """The resource if it still exists, else None (set in bulk by
+        `health.attach_resources` on list pages)."""
+        if not hasattr(self, "_live_resource"):
+            from collectors import health
+
+            health.attach_resources([self])
+        return self._live_resource
+
+    @property
+    def resource_url(self) -> str:
+        """A link to the live resource's page, or "" (deleted, or no page)."""
+        live = self.live_resource
+        return live.get_absolute_url() if hasattr(live, "get_absolute_url") else ""
 
 
 class LogMessage(models.Model):

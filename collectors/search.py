@@ -459,8 +459,53 @@ def _as_date(value) -> date:
     return value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
 
 
+def _deleted_resources() -> list[tuple]:
+    """(type, id, name, collector id, collector name) of every deleted source
+    or collector that health events name, from one query."""
+    return list(
+        HealthEvent.objects.filter(
+            Q(resource_type="Source", source__isnull=True)
+            | Q(resource_type="Collector", collector__isnull=True)
+        )
+        .values_list(
+            "resource_type",
+            "resource_id",
+            "resource_name",
+            "collector_ref",
+            "collector_name",
+        )
+        .order_by()
+        .distinct()
+    )
+
+
 class HealthEventFilterForm(ResourceChoicesMixin, forms.Form):
-    """Filters of the Health Events page (GET parameters, all optional)."""
+    """Filters of the Health Events page (GET parameters, all optional).
+
+    The source and collector dropdowns also offer deleted ones that still
+    have events ("(deleted)"): history outlives its resource, and the filters
+    match the stored resource ids, not the live links.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        live_collectors = {key for key, _ in self.fields["collector"].choices}
+        sources, collectors = {}, {}
+        for kind, pk, name, c_pk, c_name in _deleted_resources():
+            if kind == "Source":
+                sources[str(pk)] = f"{c_name} / {name} (deleted)"
+            if c_pk is not None and str(c_pk) not in live_collectors:
+                collectors.setdefault(str(c_pk), f"{c_name} (deleted)")
+        self.fields["source"].choices += sorted(sources.items(), key=lambda c: c[1])
+        self.fields["collector"].choices += sorted(
+            collectors.items(), key=lambda c: c[1]
+        )
+        from collectors import health
+
+        types = sorted(health.resource_models())
+        self.fields["resource_type"].choices = [("", "Any resource")] + [
+            (t, t) for t in types
+        ]
 
     SORTS = {
         "last_seen": "last_seen",
@@ -479,6 +524,7 @@ class HealthEventFilterForm(ResourceChoicesMixin, forms.Form):
         required=False,
         choices=[("", "Any event"), *HealthEventName.choices],
     )
+    resource_type = forms.ChoiceField(label="Resource type", required=False)
     collector = resource_field("collector")
     source = resource_field("source")
     status = forms.ChoiceField(
@@ -507,10 +553,12 @@ class HealthEventFilterForm(ResourceChoicesMixin, forms.Form):
             qs = qs.filter(severity=d["severity"])
         if d["event_name"]:
             qs = qs.filter(event_name=d["event_name"])
+        if d["resource_type"]:
+            qs = qs.filter(resource_type=d["resource_type"])
         if d["collector"]:
             qs = qs.for_collector(d["collector"])
         if d["source"]:
-            qs = qs.filter(source_id=d["source"])
+            qs = qs.for_resource("Source", d["source"])
         if d["status"] == "open":
             qs = qs.open()
         elif d["status"] == "resolved":

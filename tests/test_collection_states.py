@@ -33,6 +33,7 @@ def test_it_walks_the_states_in_order(settings, sb, collector):
     collection.run(source.pk)
 
     assert moves(source) == [
+        ("", S.PENDING),  # created
         (S.PENDING, S.STARTED),
         (S.STARTED, S.INITIALIZED),
         (S.INITIALIZED, S.AUTHENTICATED),
@@ -52,7 +53,7 @@ def test_it_later_runs_add_no_transitions(settings, sb, clock, collector):
     clock.shift(timedelta(days=1))
 
     assert collection.run(source.pk).outcome == "caught_up"
-    assert len(moves(source)) == 4
+    assert len(moves(source)) == 5
 
 
 def test_it_a_401_is_a_config_error_after_one_request_and_none_after(

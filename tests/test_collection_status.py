@@ -70,10 +70,10 @@ def test_it_reports_states_looks_and_tooltips(admin_client, collector):
 @pytest.mark.django_db
 def test_it_counts_a_collectors_own_events_and_ignores_resolved(admin_client):
     collector = make_collector("Solo")
-    event(collector=collector, severity=Severity.WARNING)
     done = event(collector=collector)
     done.resolved_at = done.last_seen
     done.save()
+    event(collector=collector, severity=Severity.WARNING)
     c = status(admin_client)["collectors"][collector.pk]
     assert (c["status"], c["tooltip"]) == ("warning", "0 errors, 1 warning")
 

@@ -130,16 +130,16 @@ def test_it_paginates_in_constant_queries(
 ):
     for i in range(60):
         make_event(source, message=f"e{i}", resolved_at=T0, first_seen=T0)
-    # session, user, sources + collectors for the dropdowns, COUNT, the page's
-    # ids, then its 50 events with their resources
-    with django_assert_num_queries(7):
+    # session, user, sources + collectors + deleted resources for the
+    # dropdowns, COUNT, the page's ids, then its 50 events with their resources
+    with django_assert_num_queries(8):
         first = admin_client.get(reverse("health-events"))
     assert len(first.context["page"].object_list) == 50
     assert "Page 1 of 2" in first.content.decode()
     other = make_source(make_collector("More"), "More")
     for i in range(30):
         make_event(other, message=f"m{i}", resolved_at=T0)
-    with django_assert_num_queries(7):
+    with django_assert_num_queries(8):
         second = admin_client.get(reverse("health-events"), {"page": 2})
     assert len(second.context["page"].object_list) == 40
 

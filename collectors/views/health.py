@@ -12,7 +12,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from collectors import crypto, retry
+from collectors import crypto, health, retry
 from collectors.choices import SourceState
 from collectors.models import HealthEvent, HostedCollector, Source
 from collectors.search import HealthEventFilterForm
@@ -106,15 +106,17 @@ def _with_resources(ids: list[int]) -> list[HealthEvent]:
     found = HealthEvent.objects.select_related(
         "source__collector", "collector"
     ).in_bulk(ids)
-    return [found[pk] for pk in ids if pk in found]
+    return health.attach_resources([found[pk] for pk in ids if pk in found])
 
 
 @require_GET
 def health_event_detail(request, pk: int):
-    """One health event in full, with links to its resource."""
+    """One health event in full, with a link to its resource while it exists
+    (the stored name once it is deleted)."""
     event = get_object_or_404(
         HealthEvent.objects.select_related("source__collector", "collector"), pk=pk
     )
+    health.attach_resources([event])
     return render(
         request,
         "collectors/health_event_detail.html",
