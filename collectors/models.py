@@ -33,6 +33,15 @@ class HostedCollector(models.Model):
         constraints = [
             models.UniqueConstraint(Lower("name"), name="collector_name_unique_ci"),
         ]
+        # The app's permissions, named after Sumo Logic's capabilities. Migration
+        # 0003_roles makes the roles (groups) out of them and
+        # `collectors.permissions.require` checks them in every view.
+        permissions = [
+            ("view_collectors", "View Collectors"),
+            ("download_search_results", "Download Search Results"),
+            ("manage_collectors", "Manage Collectors"),
+            ("manage_fields", "Manage Fields"),
+        ]
 
     def __str__(self) -> str:
         return self.name

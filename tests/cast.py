@@ -35,3 +35,20 @@ def make_source(
 
 def make_field(name: str, enabled: bool = True) -> FieldDefinition:
     return FieldDefinition.objects.create(name=name, enabled=enabled)
+
+
+# The roles migration 0003_roles creates; None is a signed-in user with no role.
+ROLES = ("Viewer", "Analyst", "Collector manager")
+PASSWORD = "pw-role-user-123!"
+
+
+def make_user(role: str | None = None, username: str | None = None, **kw):
+    """A user in one of ROLES (or with none), password PASSWORD."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
+
+    username = username or (role or "norole").lower().replace(" ", "-")
+    user = get_user_model().objects.create_user(username, password=PASSWORD, **kw)
+    if role is not None:
+        user.groups.add(Group.objects.get(name=role))
+    return user

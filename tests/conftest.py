@@ -9,7 +9,7 @@ import shutil
 import pytest
 from django.contrib.auth import get_user_model
 
-from tests.cast import make_collector, make_source
+from tests.cast import make_collector, make_source, make_user
 
 CHROMIUM_ARGS = [
     "--headless",
@@ -47,6 +47,21 @@ def user(db):
 def admin_client(client, admin_user):
     client.force_login(admin_user)
     return client
+
+
+@pytest.fixture
+def role_client(client, db):
+    """role_client("Viewer") -> the test client signed in as a new Viewer.
+
+    The roles are the groups migration 0003_roles creates (tests.cast.ROLES);
+    None signs in a user with no role at all.
+    """
+
+    def sign_in(role: str | None):
+        client.force_login(make_user(role))
+        return client
+
+    return sign_in
 
 
 @pytest.fixture

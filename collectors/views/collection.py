@@ -26,6 +26,7 @@ from django.views.decorators.http import require_http_methods, require_safe
 from collectors.choices import Severity, SourceState
 from collectors.forms import CollectorForm
 from collectors.models import HealthEvent, HostedCollector, Source
+from collectors.permissions import MANAGE, VIEW, require
 from collectors.templatetags.collectors_tags import status_icon
 
 COLLECTORS_PER_PAGE = 100
@@ -103,7 +104,7 @@ def _matching(q: str):
     return collectors.values_list("pk", flat=True), sources
 
 
-def _page_rows(ids: list[int], sources) -> list[HostedCollector]:
+def _page_rows(ids: list[int], sources, can_manage: bool) -> list[HostedCollector]:
     """The collectors of one page, annotated, with their sources prefetched.
 
     Paging on ids first means the health counts are computed for the 100
@@ -121,7 +122,7 @@ def _page_rows(ids: list[int], sources) -> list[HostedCollector]:
     )
     by_id = {collector.pk: collector for collector in rows}
     ordered = [by_id[pk] for pk in ids if pk in by_id]
-    _link_rows(ordered)
+    _link_rows(ordered, can_manage)
     return ordered
 
 
@@ -136,8 +137,9 @@ def _url_maker(name: str):
     return lambda pk: f"{head}{pk}{tail}"
 
 
-def _link_rows(collectors) -> None:
-    """Attach each collector's links and the drawn rows of its sources."""
+def _link_rows(collectors, can_manage: bool) -> None:
+    """Attach each collector's links and the drawn rows of its sources (their
+    Edit and Delete links only for a user who may use them)."""
     make = {
         name: _url_maker(name)
         for name in (
@@ -154,11 +156,14 @@ def _link_rows(collectors) -> None:
         collector.edit_url = make["collector-edit"](collector.pk)
         collector.delete_url = make["collector-delete"](collector.pk)
         collector.source_rows = mark_safe(  # noqa: S308 - every value is escaped
-            "".join(_source_row(source, make) for source in collector.shown_sources)
+            "".join(
+                _source_row(source, make, can_manage)
+                for source in collector.shown_sources
+            )
         )
 
 
-def _source_row(source: Source, make: dict) -> str:
+def _source_row(source: Source, make: dict, can_manage: bool) -> str:
     """One source's <tr> of the Collection table, values escaped.
 
     A page holds up to several hundred sources and Django's template engine
@@ -168,7 +173,7 @@ def _source_row(source: Source, make: dict) -> str:
     """
     e = html.escape
     actions = ""
-    if source.state != SourceState.STOPPING:
+    if can_manage and source.state != SourceState.STOPPING:
         actions = (
             f'<a href="{e(make["source-edit"](source.pk))}">Edit</a>'
             f'<a href="{e(make["source-delete"](source.pk))}" class="danger-link">'
@@ -187,6 +192,7 @@ def _source_row(source: Source, make: dict) -> str:
     )
 
 
+@require(VIEW)
 @require_safe
 def collection(request):
     """Manage Data > Collection: collectors with their sources nested beneath.
@@ -199,7 +205,8 @@ def collection(request):
     q = request.GET.get("q", "").replace("\x00", "").strip()[:200]
     ids, sources = _matching(q)
     page = Paginator(ids, COLLECTORS_PER_PAGE).get_page(request.GET.get("page"))
-    page.object_list = _page_rows(list(page.object_list), sources)
+    can_manage = request.user.has_perm(MANAGE)
+    page.object_list = _page_rows(list(page.object_list), sources, can_manage)
     return render(
         request,
         "collectors/collection.html",
@@ -219,6 +226,7 @@ def _save_collector(request, form: CollectorForm, verb: str):
     return redirect("collection")
 
 
+@require(MANAGE)
 @require_http_methods(["GET", "POST"])
 def collector_add(request):
     """Add Collector: a hosted collector to which sources are added."""
@@ -230,6 +238,7 @@ def collector_add(request):
     )
 
 
+@require(MANAGE)
 @require_http_methods(["GET", "POST"])
 def collector_edit(request, pk: int):
     """Edit a hosted collector's name, description and category."""
@@ -244,6 +253,7 @@ def collector_edit(request, pk: int):
     )
 
 
+@require(MANAGE)
 @require_http_methods(["GET", "POST"])
 def collector_delete(request, pk: int):
     """Delete a collector after saying how many sources go with it.

@@ -11,6 +11,7 @@ from django.views.decorators.http import require_POST, require_safe
 from collectors.choices import MAX_SCHEMA_FIELDS
 from collectors.forms import FieldDefinitionForm
 from collectors.models import FieldDefinition, SourceField
+from collectors.permissions import MANAGE_FIELDS, require
 
 
 def definitions_with_usage():
@@ -43,12 +44,14 @@ def _render(request, form: FieldDefinitionForm, status: int = 200):
     )
 
 
+@require(MANAGE_FIELDS)
 @require_safe
 def fields(request):
     """The schema with status, name, sources using each field, and capacity."""
     return _render(request, FieldDefinitionForm())
 
 
+@require(MANAGE_FIELDS)
 @require_POST
 def field_add(request):
     """Add a field to the schema, with the same naming rules as source fields."""
@@ -60,6 +63,7 @@ def field_add(request):
     return redirect("fields")
 
 
+@require(MANAGE_FIELDS)
 @require_POST
 def field_enable(request, pk: int):
     """Enable a field: sources' values for it are kept on new messages again."""
@@ -69,6 +73,7 @@ def field_enable(request, pk: int):
     return redirect("fields")
 
 
+@require(MANAGE_FIELDS)
 @require_POST
 def field_disable(request, pk: int):
     """Disable a field: values for it are dropped from new messages."""
@@ -82,6 +87,7 @@ def field_disable(request, pk: int):
     return redirect("fields")
 
 
+@require(MANAGE_FIELDS)
 @require_POST
 def field_delete(request, pk: int):
     """Delete a field, refused while any source still uses it."""

@@ -15,6 +15,7 @@ from django.views.decorators.http import require_GET, require_POST
 from collectors import crypto, health, retry
 from collectors.choices import SourceState
 from collectors.models import HealthEvent, HostedCollector, Source
+from collectors.permissions import MANAGE, VIEW, require
 from collectors.search import HealthEventFilterForm
 from collectors.tasks import dispatch_soon
 
@@ -23,6 +24,7 @@ EVENTS_PER_PAGE = 50
 PANEL_ORDER = ("severity", "-last_seen", "-id")
 
 
+@require(VIEW)
 @require_GET
 def source_health(request, pk: int):
     """The Health Events panel of one source (a server-rendered fragment)."""
@@ -45,6 +47,7 @@ def source_health(request, pk: int):
     )
 
 
+@require(VIEW)
 @require_GET
 def collector_health(request, pk: int):
     """The Health Events panel of a collector: its own and its sources' events."""
@@ -67,6 +70,7 @@ def collector_health(request, pk: int):
     )
 
 
+@require(VIEW)
 @require_GET
 def health_events(request):
     """Every health event, open and resolved: filters, sorting, pages.
@@ -109,6 +113,7 @@ def _with_resources(ids: list[int]) -> list[HealthEvent]:
     return health.attach_resources([found[pk] for pk in ids if pk in found])
 
 
+@require(VIEW)
 @require_GET
 def health_event_detail(request, pk: int):
     """One health event in full, with a link to its resource while it exists
@@ -149,6 +154,7 @@ def _quota_blocked_until(source: Source):
     return ratelimit.quota_blocked_until(fingerprint)
 
 
+@require(VIEW)
 @require_GET
 def source_detail(request, pk: int):
     """What a source is doing: state and timeline, checkpoint, retries, volume."""
@@ -182,6 +188,7 @@ def source_detail(request, pk: int):
     )
 
 
+@require(MANAGE)
 @require_POST
 def source_restart(request, pk: int):
     """Restart: a source in Error goes back to Pending, keeping its checkpoint."""

@@ -11,6 +11,7 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
+from collectors.permissions import DOWNLOAD, VIEW, require
 from collectors.search import Cursor, MessageSearch
 
 EXPORT_CHUNK = 2000
@@ -42,6 +43,7 @@ _VALUES = [
 ]
 
 
+@require(VIEW)
 @require_GET
 def messages(request):
     """Filter form, a per-day chart, and one keyset page of matching messages."""
@@ -124,6 +126,7 @@ def _jsonl_rows(rows) -> Iterator[str]:
         yield json.dumps(record, separators=(",", ":")) + "\n"
 
 
+@require(DOWNLOAD)
 @require_GET
 def messages_export(request, fmt: str):
     """Every message matching the current filters, streamed in chunks.

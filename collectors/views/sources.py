@@ -11,6 +11,7 @@ from django.views.decorators.http import require_http_methods, require_safe
 from collectors.choices import SourceState
 from collectors.forms import SourceForm
 from collectors.models import HostedCollector, Source
+from collectors.permissions import MANAGE, require
 from collectors.tasks import dispatch_soon
 
 
@@ -19,6 +20,7 @@ def _posted(request):
     return request.POST if request.method == "POST" else None
 
 
+@require(MANAGE)
 @require_safe
 def source_types(request, pk: int):
     """Add Source: the tiles of source types (KnowBe4 only) for a collector."""
@@ -68,6 +70,7 @@ def _render_form(request, form: SourceForm, source: Source | None = None):
     )
 
 
+@require(MANAGE)
 @sensitive_post_parameters("api_key")
 @require_http_methods(["GET", "POST"])
 def source_add(request, pk: int):
@@ -85,6 +88,7 @@ def source_add(request, pk: int):
     return _render_form(request, form)
 
 
+@require(MANAGE)
 @sensitive_post_parameters("api_key")
 @require_http_methods(["GET", "POST"])
 def source_edit(request, pk: int):
@@ -105,6 +109,7 @@ def source_edit(request, pk: int):
     return _render_form(request, form, source)
 
 
+@require(MANAGE)
 @require_http_methods(["GET", "POST"])
 def source_delete(request, pk: int):
     """Delete asks first; the POST moves the source to Stopping.

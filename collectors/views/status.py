@@ -20,6 +20,7 @@ from django.views.decorators.http import require_GET
 from collectors import status
 from collectors.choices import Severity, SourceState
 from collectors.models import HealthEvent, HostedCollector, Source
+from collectors.permissions import VIEW, require
 from collectors.search import parse_id
 
 MAX_IDS = 2000
@@ -92,6 +93,7 @@ def _scope(request):
     return sources, collectors, events
 
 
+@require(VIEW)
 @require_GET
 def collection_status(request):
     """States and looks of the named (or all) sources and collectors, as JSON."""
