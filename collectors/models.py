@@ -34,7 +34,7 @@ class HostedCollector(models.Model):
             models.UniqueConstraint(Lower("name"), name="collector_name_unique_ci"),
         ]
         # The app's permissions, named after Sumo Logic's capabilities. Migration
-        # 0003_roles makes the roles (groups) out of them and
+        # 0004_roles makes the roles (groups) out of them and
         # `collectors.permissions.require` checks them in every view.
         permissions = [
             ("view_collectors", "View Collectors"),

@@ -1,7 +1,7 @@
 """Roles: the permission every view checks, and the page for a refusal.
 
 The app's permissions are named after Sumo Logic's capabilities and belong to
-`HostedCollector`'s Meta; migration 0003_roles makes the three roles
+`HostedCollector`'s Meta; migration 0004_roles makes the three roles
 (groups) out of them:
 
 - Viewer: VIEW (Collection, sources, Health Events, Messages).

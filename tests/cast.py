@@ -37,7 +37,7 @@ def make_field(name: str, enabled: bool = True) -> FieldDefinition:
     return FieldDefinition.objects.create(name=name, enabled=enabled)
 
 
-# The roles migration 0003_roles creates; None is a signed-in user with no role.
+# The roles migration 0004_roles creates; None is a signed-in user with no role.
 ROLES = ("Viewer", "Analyst", "Collector manager")
 PASSWORD = "pw-role-user-123!"
 

@@ -53,7 +53,7 @@ def admin_client(client, admin_user):
 def role_client(client, db):
     """role_client("Viewer") -> the test client signed in as a new Viewer.
 
-    The roles are the groups migration 0003_roles creates (tests.cast.ROLES);
+    The roles are the groups migration 0004_roles creates (tests.cast.ROLES);
     None signs in a user with no role at all.
     """
 

@@ -291,7 +291,7 @@ def test_it_creates_the_roles_idempotently():
     """Running the data migration again adds nothing twice."""
     from importlib import import_module
 
-    migration = import_module("collectors.migrations.0003_roles")
+    migration = import_module("collectors.migrations.0004_roles")
     before = {g.name: g.permissions.count() for g in Group.objects.all()}
     migration.create_roles(apps, None)
     after = {g.name: g.permissions.count() for g in Group.objects.all()}

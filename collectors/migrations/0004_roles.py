@@ -44,7 +44,7 @@ def create_roles(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ("collectors", "0002_source_dispatched_at"),
+        ("collectors", "0003_history_names"),
         ("auth", "0012_alter_user_first_name_max_length"),
         ("contenttypes", "0002_remove_content_type_name"),
     ]
