@@ -10,7 +10,6 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin
 
-from collectors import baseurls
 from collectors.forms import FieldDefinitionForm
 from collectors.models import (
     ApiKeyUsage,
@@ -71,9 +70,12 @@ class SourceFieldInline(admin.TabularInline):
 
 
 class SourceAdminForm(forms.ModelForm):
-    """Keeps the Base URL to the allow-list, as the source form does."""
+    """The source's settings that admin may change.
 
-    base_url_key = forms.ChoiceField(label="Base URL")
+    Not the Base URL: a new Base URL needs the API key typed again (or the
+    stored key would be sent to the new host), and admin never takes the key;
+    the source form does both.
+    """
 
     class Meta:
         model = Source
@@ -82,14 +84,9 @@ class SourceAdminForm(forms.ModelForm):
             "name",
             "description",
             "category",
-            "base_url_key",
             "initial_lookback_days",
             "rescan_days",
         ]
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.fields["base_url_key"].choices = baseurls.choices()
 
 
 @admin.register(Source)
@@ -114,6 +111,7 @@ class SourceAdmin(admin.ModelAdmin):
     list_select_related = ["collector"]
     exclude = ["api_key_encrypted"]
     readonly_fields = [
+        "base_url",
         "api_key_hint",
         "state",
         "state_changed",
@@ -132,6 +130,14 @@ class SourceAdmin(admin.ModelAdmin):
         "updated",
     ]
     inlines = [SourceFieldInline]
+
+    @admin.display(description="Base URL")
+    def base_url(self, obj: Source) -> str:
+        """Shown only: change it on the source's Edit page, with the key."""
+        entry = obj.base_url
+        return (
+            entry.choice_label if entry else f"{obj.base_url_key} (no longer offered)"
+        )
 
     def has_add_permission(self, request) -> bool:
         """Sources are added through the KnowBe4 form, which takes the key."""

@@ -6,6 +6,7 @@ collector can only ever talk to hosts the operator has approved.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -39,8 +40,23 @@ REGIONS = (
 )
 
 
-def parse_extra(entry: str) -> BaseUrl:
-    """Parse one `Label|http(s)://host[:port]` entry of KNOWBE4_EXTRA_BASE_URLS."""
+def is_loopback(host: str) -> bool:
+    """Whether `host` names this machine only (localhost, 127.0.0.0/8, ::1)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_extra(entry: str, *, debug: bool = True) -> BaseUrl:
+    """Parse one `Label|https://host[:port]` entry of KNOWBE4_EXTRA_BASE_URLS.
+
+    The API key travels in a header, so the URL must be https: plain http is
+    accepted only for a loopback address (the local sandbox) and only when
+    `debug` is on; settings check every entry with DEBUG at startup.
+    """
     label, sep, url = entry.partition("|")
     label, url = label.strip(), url.strip().rstrip("/")
     parts = urlsplit(url)
@@ -51,13 +67,27 @@ def parse_extra(entry: str) -> BaseUrl:
         or not parts.hostname
     ):
         raise ImproperlyConfigured(
-            f"KNOWBE4_EXTRA_BASE_URLS entry {entry!r} is not 'Label|http(s)://host[:port]'."
+            f"KNOWBE4_EXTRA_BASE_URLS entry {entry!r} is not 'Label|https://host[:port]'."
         )
     if parts.path or parts.query or parts.fragment:
         raise ImproperlyConfigured(
             f"KNOWBE4_EXTRA_BASE_URLS entry {entry!r} must not have a path."
         )
+    if parts.scheme == "http" and not (debug and is_loopback(parts.hostname)):
+        raise ImproperlyConfigured(
+            f"KNOWBE4_EXTRA_BASE_URLS entry {entry!r} must use https:// (the API "
+            "key is sent to it); http:// is allowed only for a loopback address "
+            "(127.0.0.1, ::1, localhost) with DEBUG on."
+        )
     return BaseUrl(f"x-{slugify(label)}", label, url)
+
+
+def check_extra(entries: list[str], *, debug: bool) -> list[str]:
+    """Every entry checked at startup (settings.py); returns the non-empty ones."""
+    entries = [e for e in entries if e.strip()]
+    for entry in entries:
+        parse_extra(entry, debug=debug)
+    return entries
 
 
 def all_base_urls() -> list[BaseUrl]:

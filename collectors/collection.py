@@ -48,6 +48,7 @@ from collectors.knowbe4.client import (
     TransientError,
     parse_occurred,
 )
+from collectors.knowbe4.client import scrub as client_scrub
 from collectors.models import FieldDefinition, LogMessage, Source
 
 logger = logging.getLogger(__name__)
@@ -521,7 +522,8 @@ class _Run:
             )
 
     def _scrub(self, text: str) -> str:
-        return text.replace(self.secret, "[redacted]") if self.secret else text
+        """The key, also URL-encoded or in base64, out of a message or log."""
+        return client_scrub(text, self.secret, "[redacted]") if self.secret else text
 
     # The happy path.
     def _collect(self) -> None:

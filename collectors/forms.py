@@ -144,6 +144,8 @@ class SourceForm(forms.ModelForm):
         self.collector = collector
         self.instance.collector = collector
         self.adding = self.instance.pk is None
+        # The stored Base URL, before the bound form writes the new one in.
+        self.instance_base_url_key = self.instance.base_url_key
         self.fields["base_url_key"].choices = [("", "Select…"), *baseurls.choices()]
         self.fields["description"].label = "Description"
         if self.adding:
@@ -156,7 +158,8 @@ class SourceForm(forms.ModelForm):
         else:
             self.fields["api_key"].help_text = (
                 "Leave blank to keep the current key (ending in "
-                f"…{self.instance.api_key_hint})."
+                f"…{self.instance.api_key_hint}). Changing the Base URL requires "
+                "entering the key again."
             )
         self.schema = {
             name.lower(): name
@@ -245,12 +248,33 @@ class SourceForm(forms.ModelForm):
 
     def clean(self) -> dict:
         cleaned = super().clean()
+        self._check_key_follows_base_url(cleaned)
         self._check_rows()
         if self.fields_error or any(r.key_error or r.value_error for r in self.rows):
             self.add_error(None, self.fields_error or "Check the Fields rows below.")
         elif cleaned.get("auto_add_fields"):
             self._check_capacity()
         return cleaned
+
+    def _check_key_follows_base_url(self, cleaned: dict) -> None:
+        """A new Base URL needs the key typed again: otherwise whoever may edit
+        a source could send its stored key to another host they control."""
+        new_url = cleaned.get("base_url_key")
+        if (
+            not self.adding
+            and new_url
+            and new_url != self.instance_base_url_key
+            and not cleaned.get("api_key")
+            and "api_key" not in self.errors
+        ):
+            self.add_error(
+                "api_key",
+                ValidationError(
+                    "Enter the API key again: the Base URL changed, and the stored "
+                    "key is only ever sent to the Base URL it was entered for.",
+                    code="key_required_for_new_base_url",
+                ),
+            )
 
     def _check_rows(self) -> None:
         """Each row's naming rules, duplicates, and the 10-field limit."""

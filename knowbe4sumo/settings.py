@@ -15,6 +15,8 @@ import environ
 from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
+from collectors.baseurls import check_extra
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -58,7 +60,11 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 # Extra Base URL choices, "Label|https://host[:port]" comma-separated.
-KNOWBE4_EXTRA_BASE_URLS = env.list("KNOWBE4_EXTRA_BASE_URLS", default=[])
+# Each must be https://, except a loopback http:// address with DEBUG on (the
+# sandbox): refused here, at startup, naming the entry.
+KNOWBE4_EXTRA_BASE_URLS = check_extra(
+    env.list("KNOWBE4_EXTRA_BASE_URLS", default=[]), debug=DEBUG
+)
 
 INSTALLED_APPS = [
     "django.contrib.admin",

@@ -106,27 +106,29 @@ def test_it_shows_a_log_message(admin_client, source):
     assert "e-42" in html
 
 
-def test_it_keeps_the_base_url_to_the_allow_list(admin_client, source):
+def test_it_shows_the_base_url_but_never_changes_it_in_admin(admin_client, source):
+    """Admin never takes the key, so it cannot change the Base URL either (the
+    stored key would go to the new host): the source form does both."""
     url = admin_url(Source, "change", source.pk)
+    html = admin_client.get(url).content.decode()
+    assert "US Server - https://api.events.knowbe4.com" in html
+    assert 'name="base_url_key"' not in html
     data = {
         "collector": source.collector.pk,
         "name": source.name,
         "description": "",
         "category": "",
-        "base_url_key": "https://evil.example",
         "initial_lookback_days": 7,
         "rescan_days": 1,
         "fields-TOTAL_FORMS": 0,
         "fields-INITIAL_FORMS": 0,
     }
-    response = admin_client.post(url, data)
-    assert response.status_code == 200
-    source.refresh_from_db()
-    assert source.base_url_key == "us"
-    admin_client.post(url, {**data, "base_url_key": "eu"})
-    source.refresh_from_db()
-    assert source.base_url_key == "eu"
-    assert source.config_version == 2
+    for base_url in ("https://evil.example", "eu"):
+        response = admin_client.post(url, {**data, "base_url_key": base_url})
+        assert response.status_code == 302
+        source.refresh_from_db()
+        assert source.base_url_key == "us"
+    assert source.config_version == 3
 
 
 def test_it_applies_the_field_naming_rules_in_admin(admin_client):

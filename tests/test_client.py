@@ -402,3 +402,70 @@ def test_it_refuses_a_next_page_that_does_not_move_forward(next_page):
     exc = fetch_error()
     assert isinstance(exc, TransientError)
     assert exc.code == "malformed_meta"
+
+
+ODD_KEY = "kb4/key+with=odd&chars~0123456789:AbCd"
+
+
+def _encoded_forms(key: str) -> dict[str, str]:
+    """How a server might echo the key back: raw, URL-encoded, in base64."""
+    import base64
+    from urllib.parse import quote, quote_plus
+
+    return {
+        "raw": key,
+        "quoted": quote(key, safe=""),
+        "quoted-lower": quote(key, safe="").lower(),
+        "quote_plus": quote_plus(key),
+        "base64": base64.b64encode(key.encode()).decode(),
+        "base64-bearer": base64.b64encode(f"Bearer {key}".encode()).decode(),
+        "base64-basic": base64.b64encode(f"user:{key}".encode()).decode(),
+        "base64-urlsafe": base64.urlsafe_b64encode(f"ab{key}".encode()).decode(),
+    }
+
+
+def _windows(text: str, size: int = 12) -> set[str]:
+    return {text[i : i + size] for i in range(len(text) - size + 1)}
+
+
+def _key_windows(key: str) -> set[str]:
+    """Every 12-character run of the key's own encodings (9 key bytes in
+    base64, at each of the three alignments): none may survive scrubbing."""
+    import base64
+
+    runs = set()
+    for form in ("raw", "quoted", "quoted-lower", "quote_plus"):
+        runs |= _windows(_encoded_forms(key)[form])
+    for shift in range(3):
+        tail = key[shift:].encode()
+        runs |= _windows(base64.b64encode(tail).decode()[:-4])
+        runs |= _windows(base64.urlsafe_b64encode(tail).decode()[:-4])
+    return runs
+
+
+@pytest.mark.parametrize("form", list(_encoded_forms(ODD_KEY)))
+@pytest.mark.parametrize("offset", [0, 150, 190, 195, 199])
+@responses.activate
+def test_it_scrubs_every_form_of_the_key_before_cutting_the_excerpt(form, offset):
+    """A key straddling the 200-character cut is removed whole, in whichever
+    form the third party echoed it."""
+    echoed = _encoded_forms(ODD_KEY)[form]
+    responses.get(URL, status=502, body="x" * offset + echoed + " tail")
+    with pytest.raises(TransientError) as info:
+        KnowBe4Client(BASE, ODD_KEY).list_events(DAY, 1)
+    message = info.value.message
+    if offset <= 150:
+        assert "[key]" in message
+    assert not _key_windows(ODD_KEY) & _windows(message), message
+    assert ODD_KEY[:8] not in message
+    assert len(message) < 300
+
+
+def test_it_finds_the_key_in_base64_at_every_alignment():
+    import base64
+
+    for prefix in ("", "a", "ab", "abc", "Bearer ", "user:"):
+        token = base64.b64encode((prefix + ODD_KEY).encode()).decode()
+        scrubbed = client_module.scrub(f"header {token} end", ODD_KEY)
+        assert "[key]" in scrubbed
+        assert not _key_windows(ODD_KEY) & _windows(scrubbed), prefix

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
@@ -52,3 +56,70 @@ def test_it_adds_operator_entries(settings):
 def test_it_refuses_a_malformed_extra_entry(bad):
     with pytest.raises(ImproperlyConfigured):
         baseurls.parse_extra(bad)
+
+
+@pytest.mark.parametrize(
+    ("entry", "debug"),
+    [
+        ("Lab|http://lab.example.org", True),
+        ("Lab|http://lab.example.org", False),
+        ("Lab|http://10.0.0.5:8080", True),
+        ("Sandbox|http://127.0.0.1:8025", False),
+        ("Sandbox|http://localhost:8025", False),
+        ("Sandbox|http://[::1]:8025", False),
+    ],
+)
+def test_it_refuses_an_extra_entry_that_would_send_the_key_in_clear(entry, debug):
+    with pytest.raises(ImproperlyConfigured) as info:
+        baseurls.check_extra(["Proxy|https://kb4.example.org", entry], debug=debug)
+    assert repr(entry) in str(info.value)
+    assert "must use https://" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("entry", "debug"),
+    [
+        ("Proxy|https://kb4-proxy.example.org:8443", False),
+        ("Proxy|https://10.0.0.5", False),
+        ("Sandbox|http://127.0.0.1:8025", True),
+        ("Sandbox|http://127.8.9.10:8025", True),
+        ("Sandbox|http://localhost:8025", True),
+        ("Sandbox|http://[::1]:8025", True),
+    ],
+)
+def test_it_accepts_https_and_loopback_http_with_debug(entry, debug):
+    assert baseurls.check_extra([entry, ""], debug=debug) == [entry]
+
+
+def _start(**env) -> subprocess.CompletedProcess:
+    """Start Django in a fresh process with the given environment."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("KNOWBE4_")}
+    base.update(
+        SECRET_KEY="s" * 50,
+        FIELD_ENCRYPTION_KEYS=Fernet.generate_key().decode(),
+        DJANGO_SETTINGS_MODULE="knowbe4sumo.settings",
+        **env,
+    )
+    return subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        cwd=settings_dir(),
+        env=base,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def settings_dir() -> str:
+    from django.conf import settings
+
+    return str(settings.BASE_DIR)
+
+
+def test_it_refuses_to_start_with_an_http_extra_base_url_in_production():
+    entry = "Sandbox|http://127.0.0.1:8025"
+    refused = _start(DEBUG="0", KNOWBE4_EXTRA_BASE_URLS=entry)
+    assert refused.returncode != 0
+    assert "ImproperlyConfigured" in refused.stderr
+    assert repr(entry) in refused.stderr
+    assert _start(DEBUG="1", KNOWBE4_EXTRA_BASE_URLS=entry).returncode == 0

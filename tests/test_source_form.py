@@ -131,6 +131,34 @@ def test_it_edits_with_a_blank_key_keeping_the_old_one(admin_client, source):
     assert source.config_version == 2
 
 
+def test_it_requires_the_key_again_when_the_base_url_changes(admin_client, source):
+    url = reverse("source-edit", args=[source.pk])
+    response = admin_client.post(url, form_data(base_url_key="eu", api_key=""))
+    assert response.status_code == 200
+    errors = response.context["form"].errors["api_key"]
+    assert errors == [
+        "Enter the API key again: the Base URL changed, and the stored key is only "
+        "ever sent to the Base URL it was entered for."
+    ]
+    assert "Enter the API key again" in response.content.decode()
+    source.refresh_from_db()
+    assert (source.base_url_key, source.name, source.config_version) == (
+        "us",
+        "KnowBe4 Events",
+        1,
+    )
+    assert source.get_api_key() == API_KEY
+    response = admin_client.post(url, form_data(base_url_key="eu"))
+    assert response.status_code == 302
+    source.refresh_from_db()
+    assert (source.base_url_key, source.get_api_key()) == ("eu", NEW_KEY)
+
+
+def test_it_says_on_the_key_field_why_a_new_base_url_needs_it(admin_client, source):
+    html = admin_client.get(reverse("source-edit", args=[source.pk])).content.decode()
+    assert "Changing the Base URL requires entering the key again." in html
+
+
 def test_it_replaces_the_key_when_one_is_given(admin_client, source):
     admin_client.post(reverse("source-edit", args=[source.pk]), form_data())
     source.refresh_from_db()

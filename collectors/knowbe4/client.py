@@ -9,13 +9,15 @@ key: they are built from status codes, reasons and short body excerpts only.
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, quote_plus, urlsplit
 
 import requests
 import urllib3
@@ -107,9 +109,37 @@ def _looks_like_html(body: bytes) -> bool:
     return body.lstrip()[:1] == b"<"
 
 
-def _excerpt(body: bytes, limit: int = 200) -> str:
-    text = body[:limit].decode("utf-8", "replace")
-    return " ".join(text.split())
+def _excerpt(text: str, limit: int = 200) -> str:
+    """The start of already scrubbed text, whitespace collapsed, cut to `limit`."""
+    return " ".join(text[: limit * 4].split())[:limit]
+
+
+def key_forms(key: str) -> list[str]:
+    """The key as a third party might echo it: raw, URL-encoded, base64.
+
+    Base64 of a longer text (say of "Bearer <key>") holds the key's encoding
+    only where the key starts on a 3-byte boundary, so the whole-group core of
+    the encoding is taken at each of the three alignments; at most two bytes
+    at either edge stay encoded, never the key.
+    """
+    forms = {key, quote(key, safe=""), quote(key), quote_plus(key)}
+    raw = key.encode()
+    for shift in range(3):
+        tail = raw[shift:]
+        whole = len(tail) // 3 * 3
+        if whole >= 6:
+            forms.add(base64.b64encode(tail[:whole]).decode())
+            forms.add(base64.urlsafe_b64encode(tail[:whole]).decode())
+    return sorted((f for f in forms if f), key=len, reverse=True)
+
+
+def scrub(text: str, key: str, mark: str = "[key]") -> str:
+    """`text` with every form of `key` replaced by `mark` (case ignored for
+    percent-encoding's hex digits; over-matching only hides more)."""
+    if not key:
+        return text
+    pattern = "|".join(re.escape(form) for form in key_forms(key))
+    return re.sub(pattern, lambda _: mark, text, flags=re.IGNORECASE)
 
 
 class KnowBe4Client:
@@ -253,7 +283,9 @@ class KnowBe4Client:
         status = resp.status_code
         if status == 200:
             return
-        text = self._scrub(_excerpt(body))
+        # Scrubbed whole, then cut: a cut first could split the key so that
+        # its first half no longer matches and reaches a health event.
+        text = _excerpt(self._scrub(body.decode("utf-8", "replace")))
         retry_after = parse_retry_after(resp.headers.get("Retry-After"))
         if "limit exceeded" in text.lower():
             raise QuotaExceeded(
@@ -303,7 +335,7 @@ class KnowBe4Client:
         """Remove the key from text quoted from a response (a server that
         echoes request headers must not put the key in a health event)."""
         key = self.session.headers.get("Authorization", "")[len("Bearer ") :]
-        return text.replace(key, "[key]") if key else text
+        return scrub(text, key)
 
     def get_event(self, event_id: str) -> dict:
         """Read one event by id (`GET /events/{id}`)."""
