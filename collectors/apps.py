@@ -13,4 +13,7 @@ class CollectorsConfig(AppConfig):
     verbose_name = "Collection"
 
     def ready(self) -> None:
-        from collectors import health  # noqa: F401 - connects its signal handlers
+        from collectors import (
+            health,  # noqa: F401 - connects its signal handlers
+            navigation,  # noqa: F401 - connects the sign-in hook
+        )

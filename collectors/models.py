@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from collectors import crypto
 from collectors.choices import ErrorType, HealthEventName, Severity, SourceState
+from collectors.message_stats import LogMessageQuerySet
 
 
 class HostedCollector(models.Model):
@@ -338,6 +339,20 @@ class HealthEventQuerySet(models.QuerySet):
             obj.fill_resource()
         return super().bulk_create(objs, *args, **kwargs)
 
+    def counts_by_source(self) -> dict[int, tuple[int, int]]:
+        """{source id: (errors, warnings)} in one GROUP BY, for a health
+        overview of many sources at once."""
+        rows = (
+            self.filter(source__isnull=False)
+            .values_list("source_id")
+            .annotate(
+                errors=models.Count("pk", filter=models.Q(severity=Severity.ERROR)),
+                warnings=models.Count("pk", filter=models.Q(severity=Severity.WARNING)),
+            )
+            .order_by()
+        )
+        return {pk: (errors, warnings) for pk, errors, warnings in rows}
+
 
 class HealthEvent(models.Model):
     """A detected problem with a resource (the Health Event Index).
@@ -475,6 +490,8 @@ class LogMessage(models.Model):
     risk_level = models.SmallIntegerField(null=True, blank=True)
     user_email = models.CharField(max_length=254, blank=True)
 
+    objects = LogMessageQuerySet.as_manager()
+
     class Meta:
         ordering = ["-message_time", "-id"]
         constraints = [
@@ -488,6 +505,8 @@ class LogMessage(models.Model):
                 fields=["source_category", "-message_time"], name="msg_category_time"
             ),
             models.Index(fields=["source", "-message_time"], name="msg_source_time"),
+            # The Overview's "new event types": has this type occurred before?
+            models.Index(fields=["event_type", "message_time"], name="msg_type_time"),
         ]
 
     def __str__(self) -> str:

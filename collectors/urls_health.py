@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path, re_path
 
-from collectors.views import health, messages, status
+from collectors.views import health, messages, overview, status
 
 urlpatterns = [
     path("sources/<int:pk>/", health.source_detail, name="source-detail"),
@@ -20,6 +20,7 @@ urlpatterns = [
         health.health_event_detail,
         name="health-event-detail",
     ),
+    path("overview/", overview.overview, name="overview"),
     path("messages/", messages.messages, name="messages"),
     re_path(
         r"^messages/export\.(?P<fmt>csv|jsonl)$",

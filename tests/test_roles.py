@@ -92,6 +92,7 @@ EXPECTED: dict[str, Expect] = {
     "collection-status": Expect(VIEW),
     "health-events": Expect(VIEW),
     "health-event-detail": Expect(VIEW, args=_pk("event")),
+    "overview": Expect(VIEW),
     "messages": Expect(VIEW),
     "messages-export": Expect(
         DOWNLOAD, args=lambda w: [{"fmt": "csv"}, {"fmt": "jsonl"}]

@@ -11,6 +11,7 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
+from collectors.navigation import remember_messages_exist
 from collectors.permissions import DOWNLOAD, VIEW, require
 from collectors.search import Cursor, MessageSearch
 
@@ -53,6 +54,8 @@ def messages(request):
         before=Cursor.decode(request.GET.get("before")),
     )
     per_day = search.per_day() if search.valid else []
+    if page.rows:
+        remember_messages_exist(request, True)
     params = request.GET.copy()
     for key in ("after", "before"):
         params.pop(key, None)
