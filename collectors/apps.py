@@ -14,6 +14,7 @@ class CollectorsConfig(AppConfig):
 
     def ready(self) -> None:
         from collectors import (
+            checks,  # noqa: F401 - registers the encryption-key checks
             health,  # noqa: F401 - connects its signal handlers
             navigation,  # noqa: F401 - connects the sign-in hook
         )

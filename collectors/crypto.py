@@ -1,7 +1,9 @@
 """Encryption of API keys at rest (MultiFernet over FIELD_ENCRYPTION_KEYS).
 
-The first key encrypts; every key decrypts, so keys can be rotated by putting
-a new key first and re-saving (or `rotate` on read) without downtime.
+The first key encrypts; every key decrypts. To rotate: put a new key first,
+run `manage.py rotate_keys` (which re-encrypts every stored secret with it),
+then drop the old key. `ENCRYPTED_COLUMNS` lists every column this module's
+tokens are stored in, so rotation and the system checks find them all.
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ from functools import cache
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
+
+# (app_label.Model, column) of every stored token; another app appends its own.
+ENCRYPTED_COLUMNS: list[tuple[str, str]] = [("collectors.Source", "api_key_encrypted")]
 
 
 class KeyUnreadable(Exception):
@@ -48,3 +53,40 @@ def key_fingerprint(api_key: str) -> str:
     """
     salt = settings.SECRET_KEY.encode()
     return hashlib.blake2b(api_key.encode(), key=salt[:64], digest_size=16).hexdigest()
+
+
+def invalid_key_positions(keys: list[str]) -> list[int]:
+    """1-based positions of the entries that are not Fernet keys (never the
+    entries themselves: they are secrets)."""
+    bad = []
+    for position, key in enumerate(keys, start=1):
+        try:
+            Fernet(key.encode())
+        except (ValueError, TypeError):
+            bad.append(position)
+    return bad
+
+
+def is_current(token: str) -> bool:
+    """Whether `token` is already encrypted with the first (encrypting) key."""
+    primary = Fernet(settings.FIELD_ENCRYPTION_KEYS[0].encode())
+    try:
+        primary.decrypt(token.encode())
+    except (InvalidToken, ValueError, TypeError):
+        return False
+    return True
+
+
+def rotate(token: str) -> str | None:
+    """`token` re-encrypted with the first key, or None if it already is.
+
+    MultiFernet.rotate makes a new token every time (new IV and timestamp), so
+    a token the first key reads is left alone: running rotation twice changes
+    nothing the second time. Raises KeyUnreadable when no key decrypts it.
+    """
+    if is_current(token):
+        return None
+    try:
+        return fernet().rotate(token.encode()).decode()
+    except (InvalidToken, ValueError, TypeError) as exc:
+        raise KeyUnreadable("The stored API key cannot be decrypted.") from exc
