@@ -781,10 +781,9 @@ class _Run:
 
     # Endings.
     def _delete_source(self) -> None:
-        """Stopping: delete the source; its messages stay (SET_NULL)."""
-        deleted, _ = Source.objects.filter(
-            pk=self.source_id, state=SourceState.STOPPING
-        ).delete()
+        """Stopping: delete the source (and its collector with its last
+        source when the collector is being deleted); messages stay."""
+        deleted = Source.finish_removal(self.source_id)
         self.result.outcome = "deleted" if deleted else "gone"
         logger.info("source %s: deleted (messages kept)", self.source_id)
 

@@ -31,7 +31,9 @@ race where two writers both find no open event.
 
 Before a source or collector row is deleted, `remember_names` (a pre_delete
 signal) copies its current name onto its events and transitions, so a rename
-followed by a deletion still shows the last name.
+followed by a deletion still shows the last name, and resolves its open
+events. Another app's resource can do the same from its own delete:
+`health.resolve(resource)`.
 """
 
 from __future__ import annotations
@@ -219,11 +221,12 @@ def attach_resources(events: list[HealthEvent]) -> list[HealthEvent]:
 @receiver(pre_delete, sender=HostedCollector)
 def remember_names(sender, instance, **kwargs) -> None:
     """Copy the current names onto the history before the row goes, so a
-    deleted resource's events and transitions show its last name."""
+    deleted resource's events and transitions show its last name; its open
+    events are resolved (nothing is left to fix or to alert on)."""
     res = describe(instance)
-    HealthEvent.objects.for_resource(res.type, res.id).update(
-        resource_name=res.name[:255], collector_name=res.collector_name[:128]
-    )
+    events = HealthEvent.objects.for_resource(res.type, res.id)
+    events.update(resource_name=res.name[:255], collector_name=res.collector_name[:128])
+    events.open().update(resolved_at=timezone.now())
     if isinstance(instance, HostedCollector):
         HealthEvent.objects.for_collector(instance).update(
             collector_name=instance.name[:128]

@@ -26,6 +26,8 @@ class HostedCollector(models.Model):
     name = models.CharField(max_length=128)
     description = models.TextField(max_length=1024, blank=True)
     category = models.CharField(max_length=1024, blank=True)
+    # Set by Delete: its sources are Stopping and the row goes once they are gone.
+    deleting_since = models.DateTimeField(null=True, blank=True)
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
 
@@ -46,6 +48,40 @@ class HostedCollector(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def is_deleting(self) -> bool:
+        return self.deleting_since is not None
+
+    def request_delete(self) -> int:
+        """Delete, as a source delete does: every source moves to Stopping and
+        the engine finishes each (a run in flight stops writing at its next
+        page); the collector row goes once its sources are gone, at once when
+        it has none. Returns how many sources are stopping."""
+        now = timezone.now()
+        HostedCollector.objects.filter(pk=self.pk, deleting_since__isnull=True).update(
+            deleting_since=now
+        )
+        self.deleting_since = self.deleting_since or now
+        for source in self.sources.exclude(state=SourceState.STOPPING):
+            source.request_stop()
+        HostedCollector.finish_deletions(pk=self.pk)
+        return self.sources.count()
+
+    @staticmethod
+    def finish_deletions(pk: int | None = None) -> int:
+        """Delete the collectors being deleted that have no source left (one,
+        or all of them: the dispatcher sweeps); return how many went."""
+        gone = HostedCollector.objects.filter(deleting_since__isnull=False).exclude(
+            models.Exists(Source.objects.filter(collector=models.OuterRef("pk")))
+        )
+        if pk is not None:
+            gone = gone.filter(pk=pk)
+        deleted = 0
+        for collector in gone:
+            collector.delete()
+            deleted += 1
+        return deleted
 
     def open_health_counts(self) -> tuple[int, int]:
         """(open errors, open warnings) of the collector and all its sources."""
@@ -212,6 +248,24 @@ class Source(models.Model):
         if self.state == SourceState.STOPPING:
             return False
         return self.transition(SourceState.STOPPING, "Deleted by a user")
+
+    @staticmethod
+    def finish_removal(source_id: int) -> bool:
+        """The engine's last step for a Stopping source: delete it (messages
+        and history stay, their links go NULL), then its collector if that is
+        being deleted and this was its last source. Whether it was deleted."""
+        collector_id = (
+            Source.objects.filter(pk=source_id, state=SourceState.STOPPING)
+            .values_list("collector_id", flat=True)
+            .first()
+        )
+        if collector_id is None:
+            return False
+        deleted, _ = Source.objects.filter(
+            pk=source_id, state=SourceState.STOPPING
+        ).delete()
+        HostedCollector.finish_deletions(pk=collector_id)
+        return bool(deleted)
 
     @property
     def is_neutral(self) -> bool:

@@ -18,7 +18,7 @@ from django_q.tasks import async_task
 
 from collectors import collection
 from collectors.choices import SourceState
-from collectors.models import Source
+from collectors.models import HostedCollector, Source
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +64,9 @@ def claim(source: Source, now=None) -> bool:
 
 
 def dispatch() -> int:
-    """The every-minute schedule: queue one collection task per due source."""
+    """The every-minute schedule: queue one collection task per due source,
+    and remove the collectors being deleted whose sources are all gone."""
+    HostedCollector.finish_deletions()
     queued = 0
     for source in due_sources().only("pk", "state"):
         if claim(source):

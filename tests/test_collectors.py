@@ -6,6 +6,8 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
+from collectors import collection
+from collectors.choices import SourceState
 from collectors.models import HostedCollector, LogMessage, Source
 from tests.cast import make_collector, make_source
 
@@ -78,6 +80,8 @@ def test_it_deletes_a_collector_keeping_collected_messages(admin_client, source)
         collector_name=source.collector.name,
     )
     admin_client.post(reverse("collector-delete", args=[source.collector.pk]))
+    assert Source.objects.get().state == SourceState.STOPPING
+    assert collection.run(source.pk).outcome == "deleted"
     assert not HostedCollector.objects.exists()
     assert not Source.objects.exists()
     message = LogMessage.objects.get()

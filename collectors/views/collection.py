@@ -27,13 +27,14 @@ from collectors.choices import Severity, SourceState
 from collectors.forms import CollectorForm
 from collectors.models import HealthEvent, HostedCollector, Source
 from collectors.permissions import MANAGE, VIEW, require
+from collectors.tasks import dispatch_soon
 from collectors.templatetags.collectors_tags import status_icon
 
 COLLECTORS_PER_PAGE = 100
 # The columns a Collection row (and its health icon) reads: loading only these
 # keeps building hundreds of rows cheap.
 ROW_COLUMNS = {
-    "collector": ["id", "name", "category"],
+    "collector": ["id", "name", "category", "deleting_since"],
     "source": [
         "id",
         "collector_id",
@@ -243,6 +244,8 @@ def collector_add(request):
 def collector_edit(request, pk: int):
     """Edit a hosted collector's name, description and category."""
     collector = get_object_or_404(HostedCollector, pk=pk)
+    if refused := refuse_if_deleting(request, collector):
+        return refused
     form = CollectorForm(_posted(request), instance=collector)
     if form.is_valid() and (response := _save_collector(request, form, "saved")):
         return response
@@ -258,14 +261,22 @@ def collector_edit(request, pk: int):
 def collector_delete(request, pk: int):
     """Delete a collector after saying how many sources go with it.
 
-    Its sources are deleted with it; collected messages stay, since they keep
-    a copy of their metadata and lose only the link to the source.
+    The POST moves its sources to Stopping, as a source delete does; the
+    engine finishes each and the collector row goes once they are gone.
+    Collected messages stay, since they keep a copy of their metadata.
     """
     collector = get_object_or_404(HostedCollector, pk=pk)
     if request.method == "POST":
         name = collector.name
-        collector.delete()
-        messages.success(request, f"Hosted collector “{name}” deleted.")
+        if collector.request_delete():
+            dispatch_soon()
+            messages.success(
+                request,
+                f"Hosted collector “{name}” is stopping its sources and will be "
+                "deleted once they are gone. Messages already collected are kept.",
+            )
+        else:
+            messages.success(request, f"Hosted collector “{name}” deleted.")
         return redirect("collection")
     return render(
         request,
@@ -276,3 +287,12 @@ def collector_delete(request, pk: int):
             "nav": "collection",
         },
     )
+
+
+def refuse_if_deleting(request, collector: HostedCollector):
+    """A redirect with a message when the collector is being deleted, else None:
+    it takes no new source and no edit."""
+    if not collector.is_deleting:
+        return None
+    messages.error(request, f"Hosted collector “{collector.name}” is being deleted.")
+    return redirect("collection")

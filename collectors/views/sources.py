@@ -13,6 +13,7 @@ from collectors.forms import SourceForm
 from collectors.models import HostedCollector, Source
 from collectors.permissions import MANAGE, require
 from collectors.tasks import dispatch_soon
+from collectors.views.collection import refuse_if_deleting
 
 
 def _posted(request):
@@ -25,6 +26,8 @@ def _posted(request):
 def source_types(request, pk: int):
     """Add Source: the tiles of source types (KnowBe4 only) for a collector."""
     collector = get_object_or_404(HostedCollector, pk=pk)
+    if refused := refuse_if_deleting(request, collector):
+        return refused
     return render(
         request,
         "collectors/source_types.html",
@@ -76,6 +79,8 @@ def _render_form(request, form: SourceForm, source: Source | None = None):
 def source_add(request, pk: int):
     """The KnowBe4 API source form; Save creates the source in Pending."""
     collector = get_object_or_404(HostedCollector, pk=pk)
+    if refused := refuse_if_deleting(request, collector):
+        return refused
     form = SourceForm(_posted(request), collector=collector)
     if form.is_valid() and (source := _save_source(form)):
         messages.success(
