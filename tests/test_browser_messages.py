@@ -84,7 +84,9 @@ def test_it_filters_by_category_wildcard_and_exports_csv(page, live_server):
     with page.expect_download() as info:
         page.click("#export-csv")
     download = info.value
-    content = download.path().read_text()
+    raw = download.path().read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbf")  # UTF-8 BOM, for spreadsheets
+    content = raw.decode("utf-8-sig")
     rows = list(csv.DictReader(io.StringIO(content)))
     assert {r["event_id"] for r in rows} == expected
     assert {r["_sourceCategory"] for r in rows} == {

@@ -34,8 +34,17 @@ def add(source, n: int, category: str, **kw) -> LogMessage:
 
 
 def body(resp) -> str:
+    """The streamed body as text (a CSV's byte-order mark checked and dropped)."""
     assert isinstance(resp, StreamingHttpResponse)
-    return b"".join(resp.streaming_content).decode()
+    data = b"".join(resp.streaming_content)
+    if resp["Content-Type"].startswith("text/csv"):
+        assert data.startswith(b"\xef\xbb\xbf")
+        return data.decode("utf-8-sig")
+    return data.decode()
+
+
+def csv_rows(resp) -> list[dict]:
+    return list(csv.DictReader(io.StringIO(body(resp))))
 
 
 @pytest.mark.django_db
@@ -46,7 +55,7 @@ def test_it_exports_the_filtered_rows_as_csv(admin_client, source):
     resp = admin_client.get(
         reverse("messages-export", args=["csv"]), {"category": "Security/*"}
     )
-    assert resp["Content-Type"].startswith("text/csv")
+    assert resp["Content-Type"] == "text/csv; charset=utf-8"
     assert "attachment;" in resp["Content-Disposition"]
     rows = list(csv.DictReader(io.StringIO(body(resp))))
     assert [r["event_id"] for r in rows] == ["evt-1", "evt-2"]
@@ -94,15 +103,53 @@ def test_it_streams_in_chunks_rather_than_building_the_file(
 @pytest.mark.django_db
 def test_it_neutralises_spreadsheet_formulas(admin_client, source):
     add(source, 1, '=HYPERLINK("http://evil")', event_type="+cmd")
-    rows = list(
-        csv.DictReader(
-            io.StringIO(
-                body(admin_client.get(reverse("messages-export", args=["csv"])))
-            )
-        )
-    )
+    rows = csv_rows(admin_client.get(reverse("messages-export", args=["csv"])))
     assert rows[0]["_sourceCategory"].startswith("'=")
     assert rows[0]["event_type"] == "'+cmd"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "text",
+    [
+        " =1+1",
+        "\t=1+1",
+        "\n\n@SUM(A1)",
+        "\u3000-2+3",
+        "＝1+1",
+        "＋cmd",
+        "－1",
+        "＠SUM(A1)",
+        "  ＝HYPERLINK()",
+        "\r=1",
+    ],
+)
+def test_it_neutralises_formulas_after_whitespace_and_in_fullwidth(
+    admin_client, source, text
+):
+    add(source, 1, text, event_type=text, user_email=text)
+    (row,) = csv_rows(admin_client.get(reverse("messages-export", args=["csv"])))
+    for column in ("_sourceCategory", "event_type", "user_email"):
+        assert row[column] == "'" + text
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("text", ["Security/KnowBe4", "a=b", "x+1", "Ünïcödé 東京"])
+def test_it_leaves_other_text_alone(admin_client, source, text):
+    add(source, 1, text, event_type=text)
+    (row,) = csv_rows(admin_client.get(reverse("messages-export", args=["csv"])))
+    assert row["_sourceCategory"] == row["event_type"] == text
+
+
+@pytest.mark.django_db
+def test_it_sends_utf8_with_a_byte_order_mark(admin_client, source):
+    add(source, 1, "Sécurité/東京")
+    resp = admin_client.get(reverse("messages-export", args=["csv"]))
+    assert resp["Content-Type"] == "text/csv; charset=utf-8"
+    data = b"".join(resp.streaming_content)
+    assert data.startswith("\ufeff_messagetime,".encode())
+    assert data.count("\ufeff".encode()) == 1
+    assert "Sécurité/東京".encode() in data
 
 
 @pytest.mark.django_db

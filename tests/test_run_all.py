@@ -151,3 +151,13 @@ def test_it_stops_a_child_that_ignores_sigterm_and_its_own_children(tmp_path):
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_it_refuses_to_run_with_debug_off(settings, db, monkeypatch):
+    settings.DEBUG = False
+    started = []
+    monkeypatch.setattr(run_all.subprocess, "Popen", lambda *a, **k: started.append(a))
+    with pytest.raises(CommandError, match="refuses to run with DEBUG off"):
+        call_command("run_all", "--addr", "127.0.0.1:0")
+    assert started == []
+    assert not get_user_model().objects.exists()

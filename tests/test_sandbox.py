@@ -3,18 +3,22 @@ both 429s, the request log, faults, late events, and the client reading it."""
 
 from __future__ import annotations
 
+import socket
 import time
 from datetime import UTC, date, datetime, timedelta
+from io import StringIO
 
 import pytest
 import requests
+from django.core.management import call_command
+from django.core.management.base import CommandError
 
 from collectors.knowbe4.client import (
     KnowBe4Client,
     QuotaExceeded,
     TransientError,
 )
-from collectors.knowbe4.sandbox import key_hash, utc_today
+from collectors.knowbe4.sandbox import SandboxServer, key_hash, utc_today
 from tests.sandbox_support import (
     SANDBOX_KEY,
     running_sandbox,
@@ -515,3 +519,102 @@ def test_it_answers_a_wrong_method_with_405(sandbox):  # noqa: F811
     headers = {"Authorization": f"Bearer {SANDBOX_KEY}"}
     resp = requests.put(sandbox.url + "/events", headers=headers, timeout=10)
     assert resp.status_code == 405
+
+
+def test_it_refuses_to_start_with_debug_off(settings):
+    settings.DEBUG = False
+    with pytest.raises(CommandError, match="refuses to start with DEBUG off"):
+        call_command("knowbe4_sandbox", "--port", "0")
+
+
+def test_it_starts_with_debug_off_when_allowed(settings, monkeypatch):
+    settings.DEBUG = False
+    served = []
+    monkeypatch.setattr(
+        "collectors.knowbe4.sandbox.SandboxServer.serve_forever",
+        lambda self: served.append(self.url),
+    )
+    out = StringIO()
+    call_command(
+        "knowbe4_sandbox",
+        "--allow-production",
+        "--port",
+        "0",
+        "--days",
+        "1",
+        "--events-per-day",
+        "1",
+        stdout=out,
+    )
+    assert served and served[0].startswith("http://127.0.0.1:")
+    assert f"listening on {served[0]}" in out.getvalue()
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["0.0.0.0", "::", "", "10.0.0.5", "example.org"],  # noqa: S104 - refused
+)
+def test_it_binds_only_to_loopback(settings, host):
+    settings.DEBUG = True
+    with pytest.raises(CommandError, match="binds only to a loopback address"):
+        call_command("knowbe4_sandbox", "--host", host, "--port", "0")
+    with pytest.raises(ValueError, match="binds only to a loopback address"):
+        SandboxServer(host=host, port=0)
+
+
+def _raw_request(sb, head: str) -> bytes:
+    """Send a request head (no body) and read the answer until it closes."""
+    with socket.create_connection((sb.host, sb.port), timeout=10) as conn:
+        conn.sendall(head.encode("latin-1"))
+        chunks = []
+        while chunk := conn.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@pytest.mark.parametrize(
+    ("length", "status"),
+    [("1000000000", b"413"), ("99999999999999999999999", b"413"), ("12x", b"400")],
+)
+def test_it_refuses_a_large_or_unreadable_body_without_reading_it(
+    sandbox,  # noqa: F811
+    length,
+    status,
+):
+    """The answer comes at once although the announced body never arrives,
+    and the connection is closed (the body is never read)."""
+    answer = _raw_request(
+        sandbox,
+        f"POST /events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {SANDBOX_KEY}"
+        f"\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n",
+    )
+    assert answer.startswith(b"HTTP/1.1 " + status)
+
+
+def test_it_refuses_a_chunked_body(sandbox):  # noqa: F811
+    answer = _raw_request(
+        sandbox,
+        "POST /_sandbox/faults HTTP/1.1\r\nHost: x\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n",
+    )
+    assert answer.startswith(b"HTTP/1.1 411")
+
+
+def test_it_still_reads_a_body_under_the_cap(sandbox):  # noqa: F811
+    from collectors.knowbe4.sandbox import MAX_REQUEST_BODY
+
+    headers = {"Authorization": f"Bearer {SANDBOX_KEY}"}
+    small = requests.post(
+        sandbox.url + "/events",
+        data=b"{" + b" " * 1000 + b"}",
+        headers=headers,
+        timeout=10,
+    )
+    assert small.status_code == 422
+    big = requests.post(
+        sandbox.url + "/events",
+        data=b"{" + b" " * MAX_REQUEST_BODY + b"}",
+        headers=headers,
+        timeout=10,
+    )
+    assert big.status_code == 413

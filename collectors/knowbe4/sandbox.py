@@ -56,6 +56,10 @@ MAX_PER_PAGE = 100
 RATE_LIMIT = 4  # requests in any one-second window, per key
 RATE_WINDOW = 1.0
 REQUESTS_PER_SEAT = 10  # daily quota per licensed seat
+# The largest request body read (control-API JSON is a few hundred bytes); a
+# larger one is answered 413 unread, so no client can make the sandbox buffer
+# an arbitrary amount of memory.
+MAX_REQUEST_BODY = 64 * 1024
 ORDER_FIELDS = ("id", "event_type", "occurred_date")
 FAULT_KINDS = (
     "status",
@@ -851,12 +855,28 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         """Quiet: the request log is `SandboxServer.requests`."""
 
-    def _body(self) -> bytes:
-        length = int(self.headers.get("Content-Length") or 0)
+    def _body(self) -> bytes | _Response:
+        """The request body, or the refusal of one too large or unreadable
+        (chunked bodies are not accepted either: nothing here sends one)."""
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            return _Response(411, _json({"message": "Length Required"}))
+        declared = (self.headers.get("Content-Length") or "0").strip()
+        if not declared.isascii() or not declared.isdigit():
+            return _Response(400, _json({"message": "Invalid Content-Length"}))
+        length = int(declared[:20])
+        if length > MAX_REQUEST_BODY:
+            return _Response(
+                413,
+                _json({"message": f"Request body over {MAX_REQUEST_BODY} bytes"}),
+            )
         return self.rfile.read(length) if length > 0 else b""
 
     def _dispatch(self) -> None:
         body = self._body()
+        if isinstance(body, _Response):
+            self.close_connection = True  # the unread body must not be parsed
+            self._send(body)
+            return
         try:
             if self.path.startswith("/_sandbox/") or self.path == "/_sandbox":
                 resp = self.server.control.handle(self, body)
@@ -1007,6 +1027,16 @@ class _HTTPServer(ThreadingHTTPServer):
                     conn.shutdown(socket.SHUT_RDWR)
 
 
+def is_loopback_host(host: str) -> bool:
+    """Whether binding to `host` listens on this machine only."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 class SandboxServer:
     """The sandbox as an object: start it, point a client at `url`, steer it.
 
@@ -1020,6 +1050,11 @@ class SandboxServer:
         api_keys: list[str] | str | None = None,
         **options: Any,
     ) -> None:
+        if not is_loopback_host(host):
+            raise ValueError(
+                f"The sandbox binds only to a loopback address (127.0.0.1, ::1, "
+                f"localhost), not {host!r}: it accepts well-known test keys."
+            )
         if isinstance(api_keys, str):
             api_keys = [api_keys]
         if not api_keys:

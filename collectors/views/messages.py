@@ -80,17 +80,29 @@ class _Echo:
         return value
 
 
+# A spreadsheet evaluates a cell starting with one of these as a formula, also
+# after leading spaces, and Excel folds the fullwidth forms to ASCII.
+FORMULA_STARTS = frozenset("=+-@\uff1d\uff0b\uff0d\uff20")
+# UTF-8's byte-order mark: spreadsheet programs otherwise read CSV as ANSI.
+BOM = "\ufeff"
+
+
 def _cell(value) -> str:
-    """Neutralise spreadsheet formulas in text cells (CSV injection)."""
+    """Neutralise spreadsheet formulas in text cells (CSV injection).
+
+    A leading tab or carriage return, or a formula character after any
+    leading whitespace (" =1+1", "＝1+1"), gets a quote in front,
+    which spreadsheets show as text.
+    """
     text = "" if value is None else str(value)
-    if text[:1] in ("=", "+", "-", "@", "\t", "\r"):
+    if text[:1] in ("\t", "\r") or text.lstrip()[:1] in FORMULA_STARTS:
         return "'" + text
     return text
 
 
 def _csv_rows(rows) -> Iterator[str]:
     writer = csv.writer(_Echo())
-    yield writer.writerow(EXPORT_COLUMNS)
+    yield BOM + writer.writerow(EXPORT_COLUMNS)
     for row in rows:
         values = dict(zip(_VALUES, row, strict=True))
         yield writer.writerow(
@@ -104,8 +116,8 @@ def _csv_rows(rows) -> Iterator[str]:
                 _cell(values["event_type"]),
                 "" if values["risk_level"] is None else values["risk_level"],
                 _cell(values["user_email"]),
-                json.dumps(values["fields"], sort_keys=True),
-                values["raw"],
+                _cell(json.dumps(values["fields"], sort_keys=True)),
+                _cell(values["raw"]),
             ]
         )
 
@@ -141,7 +153,9 @@ def messages_export(request, fmt: str):
     rows = search.queryset().values_list(*_VALUES).iterator(chunk_size=EXPORT_CHUNK)
     stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
     if fmt == "csv":
-        response = StreamingHttpResponse(_csv_rows(rows), content_type="text/csv")
+        response = StreamingHttpResponse(
+            _csv_rows(rows), content_type="text/csv; charset=utf-8"
+        )
     else:
         response = StreamingHttpResponse(
             _jsonl_rows(rows), content_type="application/x-ndjson"

@@ -4,22 +4,39 @@
 the defaults make a new source reach Collecting within a minute (10 days of
 200 events, a quota generous enough for a demo). Tests start it with
 `--port 0` and read the real port from the first line it prints.
+
+It accepts well-known test keys and serves made-up data, so it refuses to start
+with DEBUG off (unless `--allow-production`) and binds only to loopback.
 """
 
 from __future__ import annotations
 
 import signal
 
-from django.core.management.base import BaseCommand
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
 
-from collectors.knowbe4.sandbox import SandboxServer, default_api_key
+from collectors.knowbe4.sandbox import (
+    SandboxServer,
+    default_api_key,
+    is_loopback_host,
+)
 
 
 class Command(BaseCommand):
     help = "Run a local simulator of the KnowBe4 User Event API."
 
     def add_arguments(self, parser) -> None:
-        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument(
+            "--host",
+            default="127.0.0.1",
+            help="A loopback address (default 127.0.0.1).",
+        )
+        parser.add_argument(
+            "--allow-production",
+            action="store_true",
+            help="Start even though DEBUG is off (a staging lab, a benchmark).",
+        )
         parser.add_argument("--port", type=int, default=8765)
         parser.add_argument(
             "--api-key",
@@ -42,6 +59,16 @@ class Command(BaseCommand):
         parser.add_argument("--no-quota", action="store_true")
 
     def handle(self, *args, **opts) -> None:
+        if not settings.DEBUG and not opts["allow_production"]:
+            raise CommandError(
+                "The KnowBe4 sandbox is for development and refuses to start with "
+                "DEBUG off; pass --allow-production to start it anyway."
+            )
+        if not is_loopback_host(opts["host"]):
+            raise CommandError(
+                f"--host {opts['host']!r}: the sandbox binds only to a loopback "
+                "address (127.0.0.1, ::1 or localhost)."
+            )
         keys = opts["api_keys"] or [default_api_key()]
         server = SandboxServer(
             host=opts["host"],

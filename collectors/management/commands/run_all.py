@@ -137,6 +137,12 @@ class Command(BaseCommand):
     def handle(
         self, *args, addr: str, no_sandbox: bool, sandbox_port: int, **options
     ) -> None:
+        if not settings.DEBUG:
+            raise CommandError(
+                "run_all (make run) is for local development and refuses to run "
+                "with DEBUG off: in production run a WSGI server and "
+                "manage.py qcluster (see the README)."
+            )
         host, port = parse_addr(addr)
         admin = ensure_admin()
         env = dict(os.environ)
