@@ -76,6 +76,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "django_q",
+    "axes",
     "collectors",
     "alerts",
 ]
@@ -90,6 +91,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes requires: turns a locked-out sign-in into its page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "knowbe4sumo.urls"
@@ -188,6 +191,29 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
+# Sign-in throttling (django-axes): after SIGNIN_FAILURE_LIMIT failed sign-ins
+# for one username from one address, that pair is refused for
+# SIGNIN_LOCKOUT_MINUTES, on /login/ and /admin/login/ alike; a successful
+# sign-in resets the count. A superuser unlocks in admin (Axes > Access attempts).
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("SIGNIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("SIGNIN_LOCKOUT_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+# The lock lasts SIGNIN_LOCKOUT_MINUTES from the lockout, as its page says; a
+# refused attempt during it does not start the clock again.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_LOCKOUT_CALLABLE = "collectors.signin.locked_out"
+AXES_SENSITIVE_PARAMETERS = ["password", "password1", "password2", "api_key"]
+# The client address is REMOTE_ADDR unless the operator names the header that
+# their reverse proxy sets (e.g. X-Forwarded-For); see collectors/signin.py.
+AXES_CLIENT_IP_CALLABLE = "collectors.signin.client_ip"
+SIGNIN_PROXY_IP_HEADER = env.str("SIGNIN_PROXY_IP_HEADER", default="")
+SIGNIN_PROXY_COUNT = env.int("SIGNIN_PROXY_COUNT", default=1)
+
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "collection"
 LOGOUT_REDIRECT_URL = "login"
@@ -249,6 +275,9 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {
         "urllib3": {"level": "WARNING"},
+        # django-axes logs each failed sign-in and each lockout as a WARNING
+        # (user name and address, never the password); its start-up line is noise.
+        "axes": {"level": "WARNING"},
         # django-q2 logs four lines per task (the dispatcher runs every minute).
         "django-q": {"level": env.str("Q_LOG_LEVEL", default="WARNING")},
         "django.server": {

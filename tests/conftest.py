@@ -31,6 +31,27 @@ def _fast_password_hashing():
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _client_login_with_a_request():
+    """Client.login() calls authenticate() without a request, which the
+    django-axes backend refuses; pass one, as the sign-in form does."""
+    from django.http import HttpRequest
+    from django.test import Client
+
+    original = Client.login
+
+    def login(self, **credentials):
+        if "request" not in credentials:
+            request = HttpRequest()
+            request.META["REMOTE_ADDR"] = "127.0.0.1"
+            credentials["request"] = request
+        return original(self, **credentials)
+
+    Client.login = login
+    yield
+    Client.login = original
+
+
 @pytest.fixture
 def admin_user(db):
     return get_user_model().objects.create_superuser(
