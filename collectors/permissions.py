@@ -32,6 +32,8 @@ ABILITIES = {
     DOWNLOAD: "download search results (message exports)",
     MANAGE: "add, edit, restart and delete collectors and sources",
     MANAGE_FIELDS: "change the Fields schema",
+    "alerts.view_monitors": "view monitors, connections and notifications",
+    "alerts.manage_monitors": "add, edit and delete monitors and connections",
 }
 
 

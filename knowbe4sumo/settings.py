@@ -162,6 +162,15 @@ KNOWBE4_DAILY_QUOTA = env.int("KNOWBE4_DAILY_QUOTA", default=None)
 # destinations. Off in production; on for a lab, the demo and local receivers.
 EGRESS_ALLOW_PRIVATE = env.bool("EGRESS_ALLOW_PRIVATE", default=False)
 
+# Notifications (alerts app). Links in notifications start with SITE_URL.
+SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000").rstrip("/")
+# Email: EMAIL_URL as smtp://user:password@host:587/?tls=True (or smtp+ssl://);
+# the default prints mails to the worker's console (what `make run` shows).
+EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")
+vars().update(EMAIL_CONFIG)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="knowbe4sumo@localhost")
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
+
 # Collection runs take a lease shorter than django-q2's `retry`, and the KnowBe4
 # client's timeouts are well under the task `timeout`.
 Q_CLUSTER = {

@@ -1,4 +1,4 @@
-"""Top-level URLs: sign-in, Django admin and the collectors app."""
+"""Top-level URLs: sign-in, Django admin, the alerts and collectors apps."""
 
 from __future__ import annotations
 
@@ -12,5 +12,6 @@ urlpatterns = [
     path("login/", SignInView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
+    path("", include("alerts.urls")),
     path("", include("collectors.urls")),
 ]

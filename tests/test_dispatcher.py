@@ -102,7 +102,8 @@ def test_it_setup_schedules_is_idempotent(db):
     Schedule.objects.filter(name=tasks.DISPATCH_NAME).update(minutes=7)
     call_command("setup_schedules", stdout=out)
 
-    (schedule,) = Schedule.objects.all()
+    schedule = Schedule.objects.get(name=tasks.DISPATCH_NAME)
+    assert Schedule.objects.count() == 3  # with the alerts app's two
     assert schedule.func == "collectors.tasks.dispatch"
     assert schedule.schedule_type == Schedule.MINUTES
     assert schedule.minutes == 1

@@ -18,8 +18,11 @@ from django.core.management import call_command
 from django.db import transaction
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
+from alerts.models import Notification
+from alerts.views import MANAGE_MONITORS, VIEW_MONITORS
 from collectors.models import HealthEvent
 from collectors.permissions import DOWNLOAD, MANAGE, MANAGE_FIELDS, VIEW
+from tests.alerts_support import make_connection, make_log_monitor
 from tests.cast import (
     PASSWORD,
     ROLES,
@@ -38,10 +41,17 @@ SUPERUSER = "superuser"
 HOLDS = {
     ANONYMOUS: set(),
     NO_ROLE: set(),
-    "Viewer": {VIEW},
-    "Analyst": {VIEW, DOWNLOAD},
-    "Collector manager": {VIEW, DOWNLOAD, MANAGE, MANAGE_FIELDS},
-    SUPERUSER: {VIEW, DOWNLOAD, MANAGE, MANAGE_FIELDS},
+    "Viewer": {VIEW, VIEW_MONITORS},
+    "Analyst": {VIEW, DOWNLOAD, VIEW_MONITORS},
+    "Collector manager": {
+        VIEW,
+        DOWNLOAD,
+        MANAGE,
+        MANAGE_FIELDS,
+        VIEW_MONITORS,
+        MANAGE_MONITORS,
+    },
+    SUPERUSER: {VIEW, DOWNLOAD, MANAGE, MANAGE_FIELDS, VIEW_MONITORS, MANAGE_MONITORS},
 }
 
 
@@ -97,6 +107,21 @@ EXPECTED: dict[str, Expect] = {
     "messages-export": Expect(
         DOWNLOAD, args=lambda w: [{"fmt": "csv"}, {"fmt": "jsonl"}]
     ),
+    "monitors": Expect(VIEW_MONITORS),
+    "monitor-add": Expect(MANAGE_MONITORS, post=200),
+    "monitor-detail": Expect(VIEW_MONITORS, args=_pk("monitor")),
+    "monitor-edit": Expect(MANAGE_MONITORS, post=200, args=_pk("monitor")),
+    "monitor-toggle": Expect(MANAGE_MONITORS, get=405, post=302, args=_pk("monitor")),
+    "monitor-delete": Expect(MANAGE_MONITORS, post=302, args=_pk("monitor")),
+    "connections": Expect(VIEW_MONITORS),
+    "connection-add": Expect(MANAGE_MONITORS, post=200),
+    "connection-edit": Expect(MANAGE_MONITORS, post=200, args=_pk("connection")),
+    "connection-delete": Expect(MANAGE_MONITORS, post=302, args=_pk("connection")),
+    "connection-test": Expect(
+        MANAGE_MONITORS, get=405, post=302, args=_pk("connection")
+    ),
+    "notifications": Expect(VIEW_MONITORS),
+    "notification-detail": Expect(VIEW_MONITORS, args=_pk("notification")),
 }
 
 
@@ -129,11 +154,20 @@ def world():
         error_code="401",
         message="KnowBe4 refused the API key",
     )
+    connection = make_connection()
     return {
         "collector": collector,
         "source": source,
         "field": make_field("dept"),
         "event": event,
+        "monitor": make_log_monitor([connection]),
+        "connection": connection,
+        "notification": Notification.objects.create(
+            connection=connection,
+            connection_name=connection.name,
+            kind=connection.kind,
+            payload={"state": "test", "summary": "Test", "monitor": {}},
+        ),
     }
 
 
@@ -283,7 +317,7 @@ def test_it_gives_each_role_its_permissions():
         held = {
             f"{p.content_type.app_label}.{p.codename}"
             for p in group.permissions.select_related("content_type")
-            if p.content_type.app_label == "collectors"
+            if p.content_type.app_label in ("collectors", "alerts")
         }
         assert held == HOLDS[role], role
 
