@@ -10,7 +10,8 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin
 
-from collectors.forms import FieldDefinitionForm
+from collectors import names
+from collectors.forms import CollectorForm, FieldDefinitionForm
 from collectors.models import (
     ApiKeyUsage,
     FieldDefinition,
@@ -50,6 +51,9 @@ class SourceInline(admin.TabularInline):
 
 @admin.register(HostedCollector)
 class HostedCollectorAdmin(admin.ModelAdmin):
+    """Collectors, with the app's form: its name rules and same-name check."""
+
+    form = CollectorForm
     list_display = ["name", "category", "created", "updated"]
     search_fields = ["name", "description", "category"]
     list_filter = ["created"]
@@ -87,6 +91,20 @@ class SourceAdminForm(forms.ModelForm):
             "initial_lookback_days",
             "rescan_days",
         ]
+
+    def clean(self) -> dict:
+        """The source form's same-name rule, in the collector chosen here."""
+        cleaned = super().clean()
+        collector, name = cleaned.get("collector"), cleaned.get("name")
+        if collector and name:
+            others = Source.objects.filter(collector=collector).exclude(
+                pk=self.instance.pk
+            )
+            if names.same_name_ids(others.values_list("pk", "name"), name):
+                self.add_error(
+                    "name", f"This collector already has a source named “{name}”."
+                )
+        return cleaned
 
 
 @admin.register(Source)
@@ -244,3 +262,41 @@ class ApiKeyUsageAdmin(ReadOnlyAdmin):
     list_display = ["__str__", "day", "requests_today", "quota_reset_at"]
     list_filter = ["day"]
     search_fields = ["key_hash"]
+
+
+class SuperuserChangesOnly:
+    """django-q2's admin, read-only for staff: a Schedule names any Python
+    function to run, and resubmitting a task runs it again, so only a
+    superuser may add, change, delete or resubmit."""
+
+    def has_add_permission(self, request, *args) -> bool:
+        return request.user.is_superuser and super().has_add_permission(request, *args)
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return request.user.is_superuser and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return request.user.is_superuser and super().has_delete_permission(request, obj)
+
+    def get_actions(self, request):
+        return super().get_actions(request) if request.user.is_superuser else {}
+
+
+def _lock_django_q_admin() -> None:
+    """Re-register django-q2's models with `SuperuserChangesOnly` in front."""
+    from django_q import admin as q_admin  # registers them first
+    from django_q import models as q_models
+
+    for model, model_admin in (
+        (q_models.Schedule, q_admin.ScheduleAdmin),
+        (q_models.Success, q_admin.TaskAdmin),
+        (q_models.Failure, q_admin.FailAdmin),
+        (q_models.OrmQ, q_admin.QueueAdmin),
+    ):
+        if admin.site.is_registered(model):
+            admin.site.unregister(model)
+            locked = type(model_admin.__name__, (SuperuserChangesOnly, model_admin), {})
+            admin.site.register(model, locked)
+
+
+_lock_django_q_admin()

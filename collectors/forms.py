@@ -10,10 +10,9 @@ from __future__ import annotations
 from django import forms
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Value
 from django.db.models.functions import Lower
 
-from collectors import baseurls, fieldnames
+from collectors import baseurls, fieldnames, names
 from collectors.choices import MAX_FIELDS_PER_SOURCE, MAX_SCHEMA_FIELDS
 from collectors.models import FieldDefinition, HostedCollector, Source, SourceField
 
@@ -22,27 +21,19 @@ MAX_API_KEY_LENGTH = 4096
 
 
 def _same_name(queryset, name: str):
-    """Rows whose `name` equals `name` case-insensitively, as the DB sees it.
+    """Rows whose `name` is the same name as `name`: equal once both are
+    NFKC-normalised and case-folded (`names.name_key`).
 
-    Lowering both sides in the database matches the unique constraints, which
-    are declared on Lower("name").
+    The database's unique constraints, on Lower("name"), also catch a lost
+    race between two saves of names equal but for case.
     """
-    return queryset.alias(lname=Lower("name")).filter(lname=Lower(Value(name)))
+    rows = queryset.values_list("pk", "name")
+    return queryset.filter(pk__in=names.same_name_ids(rows, name))
 
 
 def _readable(name: str) -> str:
-    """Refuse a name that lost characters in decoding (invalid UTF-8 becomes
-    U+FFFD) or holds control characters: it could never be typed again."""
-    if "\ufffd" in name:
-        raise ValidationError(
-            "The name contains characters that could not be read; type it again.",
-            code="invalid",
-        )
-    if not name.isprintable():
-        raise ValidationError(
-            "The name may not contain control characters or line breaks.",
-            code="invalid",
-        )
+    """The app's name rules (`names.validate_display_name`)."""
+    names.validate_display_name(name)
     return name
 
 

@@ -7,6 +7,7 @@ collection engine (`collection.py`, `lifecycle.py`) calls these methods.
 
 from __future__ import annotations
 
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models.functions import Lower
 from django.urls import reverse
@@ -15,6 +16,7 @@ from django.utils import timezone
 from collectors import crypto
 from collectors.choices import ErrorType, HealthEventName, Severity, SourceState
 from collectors.message_stats import LogMessageQuerySet
+from collectors.names import validate_display_name
 
 
 class HostedCollector(models.Model):
@@ -23,7 +25,7 @@ class HostedCollector(models.Model):
     # The name its health events are filed under (see `collectors.health`).
     HEALTH_RESOURCE_TYPE = "Collector"
 
-    name = models.CharField(max_length=128)
+    name = models.CharField(max_length=128, validators=[validate_display_name])
     description = models.TextField(max_length=1024, blank=True)
     category = models.CharField(max_length=1024, blank=True)
     # Set by Delete: its sources are Stopping and the row goes once they are gone.
@@ -101,15 +103,21 @@ class Source(models.Model):
     collector = models.ForeignKey(
         HostedCollector, models.CASCADE, related_name="sources"
     )
-    name = models.CharField(max_length=128)
+    name = models.CharField(max_length=128, validators=[validate_display_name])
     description = models.TextField(max_length=1024, blank=True)
     category = models.CharField("source category", max_length=1024, blank=True)
     base_url_key = models.CharField("base URL", max_length=64)
     api_key_encrypted = models.TextField(editable=False)
     api_key_hint = models.CharField(max_length=4, editable=False)
     config_version = models.PositiveIntegerField(default=1)
-    initial_lookback_days = models.PositiveSmallIntegerField(default=7)
-    rescan_days = models.PositiveSmallIntegerField(default=1)
+    # The same bounds as the source form's, so admin cannot store a look-back
+    # of 99,999 days either.
+    initial_lookback_days = models.PositiveSmallIntegerField(
+        default=7, validators=[MinValueValidator(1), MaxValueValidator(90)]
+    )
+    rescan_days = models.PositiveSmallIntegerField(
+        default=1, validators=[MinValueValidator(0), MaxValueValidator(14)]
+    )
 
     state = models.CharField(
         max_length=16, choices=SourceState.choices, default=SourceState.PENDING

@@ -1,5 +1,6 @@
 """Template helpers that draw a resource's health with the one status mapping,
-and the inline SVG chart of the messages page."""
+the inline SVG chart of the messages page, and `show_bidi` for text that comes
+from events."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ from functools import cache
 
 from django import template
 from django.db.models import Max
+from django.template.defaultfilters import stringfilter
 from django.urls import reverse
 from django.utils.safestring import mark_safe
 
-from collectors import status
+from collectors import names, status
 from collectors.models import Source
 
 register = template.Library()
@@ -65,6 +67,15 @@ def _panel_url(obj) -> str:
     resolver walk per row (the Collection page draws hundreds of icons)."""
     name = "source-health" if isinstance(obj, Source) else "collector-health"
     return _url_pattern(name).replace("987654321", str(obj.pk))
+
+
+@register.filter(is_safe=True)
+@stringfilter
+def show_bidi(value: str) -> str:
+    """Bidi control characters made visible (⟨U+202E⟩): text from KnowBe4
+    events or third-party errors cannot reorder the page around it. The
+    replacement holds no markup, so escaping works as for the text itself."""
+    return names.show_bidi(value)
 
 
 @register.simple_tag
