@@ -11,3 +11,11 @@ class AlertsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "alerts"
     verbose_name = "Alerts"
+
+    def ready(self) -> None:
+        from collectors import crypto
+
+        # Rotated by `manage.py rotate_keys`, sampled by the key check.
+        crypto.register_encrypted(
+            "alerts.Connection", "url_encrypted", "secret_encrypted"
+        )

@@ -69,12 +69,13 @@ def check_stored_keys_readable(app_configs=None, databases=None, **kwargs) -> li
         return []
     return [
         Warning(
-            f"{unreadable} sampled stored API key{'s' if unreadable != 1 else ''} "
-            "cannot be decrypted with any key of FIELD_ENCRYPTION_KEYS.",
+            f"{unreadable} sampled stored secret{'s' if unreadable != 1 else ''} "
+            "(API keys, connection URLs) cannot be decrypted with any key of "
+            "FIELD_ENCRYPTION_KEYS.",
             hint=(
                 "Put back the key they were encrypted with (after the new one), "
                 "run manage.py rotate_keys, and only then drop the old key; or "
-                "enter those API keys again."
+                "enter those API keys (or connection URLs) again."
             ),
             id="collectors.W001",
         )

@@ -14,8 +14,17 @@ from functools import cache
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 
-# (app_label.Model, column) of every stored token; another app appends its own.
+# (app_label.Model, column) of every stored token; other apps add theirs with
+# `register_encrypted` from their AppConfig.ready().
 ENCRYPTED_COLUMNS: list[tuple[str, str]] = [("collectors.Source", "api_key_encrypted")]
+
+
+def register_encrypted(model_label: str, *columns: str) -> None:
+    """Declare columns holding tokens of this module, so that `rotate_keys`
+    re-encrypts them and the system check samples them (idempotent)."""
+    for column in columns:
+        if (model_label, column) not in ENCRYPTED_COLUMNS:
+            ENCRYPTED_COLUMNS.append((model_label, column))
 
 
 class KeyUnreadable(Exception):

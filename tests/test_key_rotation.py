@@ -69,7 +69,7 @@ def test_it_leaves_a_key_no_configured_key_reads_and_says_so(
     settings.FIELD_ENCRYPTION_KEYS = [K2]
     with pytest.raises(CommandError) as info:
         rotate()
-    assert "7 stored keys could not be decrypted" in str(info.value)
+    assert "7 stored secrets could not be decrypted" in str(info.value)
     settings.FIELD_ENCRYPTION_KEYS = [K1]
     assert readable_keys() == sources_under_k1
 
@@ -140,7 +140,10 @@ def test_it_warns_when_stored_keys_cannot_be_decrypted(settings, sources_under_k
         e for e in run_checks(databases=["default"]) if e.id == "collectors.W001"
     ]
     assert len(warnings) == 1 and isinstance(warnings[0], Warning)
-    assert "7 sampled stored API keys cannot be decrypted" in warnings[0].msg
+    assert (
+        "7 sampled stored secrets (API keys, connection URLs) cannot be decrypted"
+        in warnings[0].msg
+    )
     assert "rotate_keys" in warnings[0].hint
     # Without a database (plain `check`) the warning is not computed.
     assert not [e for e in run_checks() if e.id == "collectors.W001"]
@@ -150,4 +153,19 @@ def test_it_samples_the_stored_keys(settings, sources_under_k1, monkeypatch):
     monkeypatch.setattr(checks, "SAMPLE_SIZE", 2)
     settings.FIELD_ENCRYPTION_KEYS = [K2]
     (warning,) = checks.check_stored_keys_readable(databases=["default"])
-    assert "4 sampled stored API keys" in warning.msg
+    assert "4 sampled stored secrets" in warning.msg
+
+
+def test_it_rotates_notification_connection_urls_and_secrets(settings):
+    from alerts.models import Connection, ConnectionKind
+    from tests.alerts_support import WEBHOOK_SECRET, make_connection
+
+    settings.FIELD_ENCRYPTION_KEYS = [K1]
+    url = "https://hooks.example.org/services/T000/B000/XXXXXXXX"
+    make_connection(ConnectionKind.WEBHOOK, url=url)
+    make_connection(ConnectionKind.EMAIL)  # nothing encrypted: left alone
+    settings.FIELD_ENCRYPTION_KEYS = [K2, K1]
+    assert rotate() == "2 rows re-encrypted.\n"  # the URL and the secret
+    settings.FIELD_ENCRYPTION_KEYS = [K2]
+    webhook = Connection.objects.get(kind=ConnectionKind.WEBHOOK)
+    assert (webhook.get_url(), webhook.get_secret()) == (url, WEBHOOK_SECRET)

@@ -21,8 +21,9 @@ from collectors import crypto
 
 class Command(BaseCommand):
     help = (
-        "Re-encrypt every stored API key with the first key of "
-        "FIELD_ENCRYPTION_KEYS (then the old keys can be dropped)."
+        "Re-encrypt every stored secret (API keys, connection URLs and secrets) "
+        "with the first key of FIELD_ENCRYPTION_KEYS, so the old keys can be "
+        "dropped."
     )
 
     def add_arguments(self, parser) -> None:
@@ -48,10 +49,10 @@ class Command(BaseCommand):
         self.stdout.write(f"{changed} row{'s' if changed != 1 else ''} re-encrypted.")
         if unreadable:
             raise CommandError(
-                f"{unreadable} stored key{'s' if unreadable != 1 else ''} could not "
-                "be decrypted with any configured key and were left as they are: "
-                "put back the key they were encrypted with, or enter those API "
-                "keys again."
+                f"{unreadable} stored secret{'s' if unreadable != 1 else ''} could "
+                "not be decrypted with any configured key and were left as they "
+                "are: put back the key they were encrypted with, or enter those "
+                "API keys (or connection URLs) again."
             )
 
     def _rotate_column(self, model, column: str, batch_size: int) -> tuple[int, int]:
