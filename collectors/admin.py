@@ -21,6 +21,7 @@ from collectors.models import (
     Source,
     SourceField,
     StateTransition,
+    UserPreference,
 )
 
 
@@ -262,6 +263,15 @@ class ApiKeyUsageAdmin(ReadOnlyAdmin):
     list_display = ["__str__", "day", "requests_today", "quota_reset_at"]
     list_filter = ["day"]
     search_fields = ["key_hash"]
+
+
+@admin.register(UserPreference)
+class UserPreferenceAdmin(admin.ModelAdmin):
+    """Each user's time zone choice (users change their own on Preferences)."""
+
+    list_display = ["user", "time_zone"]
+    list_filter = ["time_zone"]
+    search_fields = ["user__username"]
 
 
 class SuperuserChangesOnly:

@@ -17,4 +17,5 @@ class CollectorsConfig(AppConfig):
             checks,  # noqa: F401 - registers the encryption-key checks
             health,  # noqa: F401 - connects its signal handlers
             navigation,  # noqa: F401 - connects the sign-in hook
+            timezones,  # noqa: F401 - connects the sign-in hook
         )

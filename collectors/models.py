@@ -7,6 +7,7 @@ collection engine (`collection.py`, `lifecycle.py`) calls these methods.
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models.functions import Lower
@@ -592,3 +593,26 @@ class ApiKeyUsage(models.Model):
 
     def __str__(self) -> str:
         return self.key_hash[:8]
+
+
+class UserPreference(models.Model):
+    """What one user chose for how pages are shown: the time zone of times.
+
+    Stored times stay UTC; this only changes how they are drawn (pages and
+    the human columns of exports). "Browser" uses the zone the user's browser
+    reports (a cookie set by static/js/layout.js), UTC until it is known.
+    """
+
+    class TimeZoneMode(models.TextChoices):
+        UTC = "utc", "UTC"
+        BROWSER = "browser", "My browser's time zone"
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, models.CASCADE, related_name="preference"
+    )
+    time_zone = models.CharField(
+        max_length=16, choices=TimeZoneMode.choices, default=TimeZoneMode.UTC
+    )
+
+    def __str__(self) -> str:
+        return f"{self.user_id}: {self.time_zone}"

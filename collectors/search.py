@@ -213,12 +213,18 @@ def resource_field(kind: str) -> forms.TypedChoiceField:
 
 
 class ResourceChoicesMixin:
-    """Fills the `source` and `collector` dropdowns: one query each."""
+    """Fills the `source` and `collector` dropdowns (one query each) and
+    names the user's time zone in the time filters' labels."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.fields["source"].choices = _source_choices()
         self.fields["collector"].choices = _collector_choices()
+        # Times typed in a filter are read in the user's zone: say which.
+        zone = timezone.get_current_timezone_name()
+        for f in self.fields.values():
+            if isinstance(f, forms.DateTimeField) and f.label.endswith("(UTC)"):
+                f.label = f.label.replace("(UTC)", f"({zone})")
 
 
 class MessageFilterForm(ResourceChoicesMixin, forms.Form):

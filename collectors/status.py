@@ -42,7 +42,7 @@ def health_look(errors: int, warnings: int, *, neutral: bool = False) -> StatusL
 
 
 def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
 
 
 def health_tooltip(errors: int, warnings: int) -> str:
@@ -54,7 +54,10 @@ def last_success_text(when) -> str:
     """The tooltip's second line: when the resource last collected successfully."""
     if when is None:
         return "No successful collection yet"
-    return f"Last successful collection: {when:%Y-%m-%d %H:%M} UTC"
+    from django.utils import timezone
+
+    local = timezone.localtime(when)  # in the user's zone (see timezones.py)
+    return f"Last successful collection: {local:%Y-%m-%d %H:%M %Z}"
 
 
 @dataclass(frozen=True)

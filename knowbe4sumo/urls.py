@@ -6,11 +6,12 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from collectors.views.account import SignInView
+from collectors.views.account import SignInView, preferences
 
 urlpatterns = [
     path("login/", SignInView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("preferences/", preferences, name="preferences"),
     path("admin/", admin.site.urls),
     path("", include("alerts.urls")),
     path("", include("collectors.urls")),

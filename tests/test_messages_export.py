@@ -147,7 +147,7 @@ def test_it_sends_utf8_with_a_byte_order_mark(admin_client, source):
     resp = admin_client.get(reverse("messages-export", args=["csv"]))
     assert resp["Content-Type"] == "text/csv; charset=utf-8"
     data = b"".join(resp.streaming_content)
-    assert data.startswith("\ufeff_messagetime,".encode())
+    assert data.startswith("\ufeffMessage time,".encode())
     assert data.count("\ufeff".encode()) == 1
     assert "Sécurité/東京".encode() in data
 

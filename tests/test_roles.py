@@ -82,6 +82,7 @@ def _pk(kind: str) -> Callable[[dict], list[dict]]:
 EXPECTED: dict[str, Expect] = {
     "login": Expect(None, post=200, public=True),
     "logout": Expect(None, get=405, post=302),
+    "preferences": Expect(None, post=200),
     "collection": Expect(VIEW),
     "collector-add": Expect(MANAGE, post=200),
     "collector-edit": Expect(MANAGE, post=200, args=_pk("collector")),
