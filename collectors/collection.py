@@ -219,7 +219,7 @@ def new_owner() -> str:
     return f"{socket.gethostname()[:36]}:{os.getpid()}:{uuid.uuid4().hex[:16]}"
 
 
-def _owner_is_dead(owner: str) -> bool:
+def owner_is_dead(owner: str) -> bool:
     """Whether `owner` is a process of this host that no longer runs."""
     host, _, rest = owner.partition(":")
     pid_text = rest.partition(":")[0]
@@ -257,7 +257,7 @@ def take_lease(source_id: int, owner: str) -> bool:
         .values_list("lease_owner", flat=True)
         .first()
     )
-    if held and _owner_is_dead(held):
+    if held and owner_is_dead(held):
         logger.info("source %s: taking over the lease of a dead worker", source_id)
         return bool(
             Source.objects.filter(pk=source_id, lease_owner=held).update(**values)
@@ -273,7 +273,7 @@ def dead_leases() -> list[int]:
     return [
         pk
         for pk, owner in held.values_list("pk", "lease_owner")
-        if _owner_is_dead(owner)
+        if owner_is_dead(owner)
     ]
 
 

@@ -50,14 +50,15 @@ def health_tooltip(errors: int, warnings: int) -> str:
     return f"{_plural(errors, 'error')}, {_plural(warnings, 'warning')}"
 
 
-def last_success_text(when) -> str:
-    """The tooltip's second line: when the resource last collected successfully."""
+def last_success_text(when, activity: str = "collection") -> str:
+    """The tooltip's second line: when the resource last collected (or, for
+    an output, delivered) successfully."""
     if when is None:
-        return "No successful collection yet"
+        return f"No successful {activity} yet"
     from django.utils import timezone
 
     local = timezone.localtime(when)  # in the user's zone (see timezones.py)
-    return f"Last successful collection: {local:%Y-%m-%d %H:%M %Z}"
+    return f"Last successful {activity}: {local:%Y-%m-%d %H:%M %Z}"
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ class Health:
     errors: int
     warnings: int
     last_success: datetime | None
+    activity: str = "collection"
 
     @property
     def tooltip(self) -> str:
@@ -79,15 +81,20 @@ class Health:
 
     @property
     def last_success_text(self) -> str:
-        return last_success_text(self.last_success)
+        return last_success_text(self.last_success, self.activity)
 
 
 def health(
-    errors: int, warnings: int, *, neutral: bool = False, last_success=None
+    errors: int,
+    warnings: int,
+    *,
+    neutral: bool = False,
+    last_success=None,
+    activity: str = "collection",
 ) -> Health:
     """The Health of a resource from its open event counts (see health_look)."""
     look = health_look(errors, warnings, neutral=neutral)
-    return Health(look, errors, warnings, last_success)
+    return Health(look, errors, warnings, last_success, activity)
 
 
 @cache

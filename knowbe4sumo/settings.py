@@ -79,6 +79,7 @@ INSTALLED_APPS = [
     "axes",
     "collectors",
     "alerts",
+    "outputs",
 ]
 
 MIDDLEWARE = [
@@ -172,6 +173,15 @@ EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")
 vars().update(EMAIL_CONFIG)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="knowbe4sumo@localhost")
 EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
+
+# Outputs (outputs/delivery.py): a run's lease and budget, the request timeout,
+# the wait before passing a hole in the message ids, and the in-run retry delay
+# (doubled on each of the attempts after it).
+OUTPUT_LEASE = timedelta(seconds=env.int("OUTPUT_LEASE_SECONDS", default=240))
+OUTPUT_RUN_BUDGET_SECONDS = env.int("OUTPUT_RUN_BUDGET_SECONDS", default=120)
+OUTPUT_REQUEST_TIMEOUT = env.float("OUTPUT_REQUEST_TIMEOUT", default=30.0)
+OUTPUT_HOLE_WAIT = timedelta(seconds=env.int("OUTPUT_HOLE_WAIT_SECONDS", default=60))
+OUTPUT_INLINE_RETRY_SECONDS = env.float("OUTPUT_INLINE_RETRY_SECONDS", default=1.0)
 
 # Collection runs take a lease shorter than django-q2's `retry`, and the KnowBe4
 # client's timeouts are well under the task `timeout`.

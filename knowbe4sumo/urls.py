@@ -1,4 +1,4 @@
-"""Top-level URLs: sign-in, Django admin, the alerts and collectors apps."""
+"""Top-level URLs: sign-in, Django admin, the alerts, outputs and collectors apps."""
 
 from __future__ import annotations
 
@@ -14,5 +14,6 @@ urlpatterns = [
     path("preferences/", preferences, name="preferences"),
     path("admin/", admin.site.urls),
     path("", include("alerts.urls")),
+    path("", include("outputs.urls")),
     path("", include("collectors.urls")),
 ]

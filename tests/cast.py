@@ -52,3 +52,60 @@ def make_user(role: str | None = None, username: str | None = None, **kw):
     if role is not None:
         user.groups.add(Group.objects.get(name=role))
     return user
+
+
+def make_messages(
+    source: Source, count: int, *, category: str | None = None, first: int = 0, **kw
+):
+    """`count` stored messages of `source` (numbered from `first`; one INSERT
+    per 1,000), shaped like collected KnowBe4 events; returns the ids of all
+    of the source's messages, in order."""
+    import json
+    import uuid
+    from datetime import UTC, datetime, timedelta
+
+    from collectors.models import LogMessage
+
+    start = kw.pop("start", datetime(2026, 11, 1, tzinfo=UTC))
+    rows = []
+    for i in range(first, first + count):
+        when = start + timedelta(seconds=i)
+        event = {
+            "id": str(uuid.UUID(int=(source.pk << 64) + i)),
+            "user": {"email": f"user{i % 97}@example.org", "id": i % 97},
+            "event_type": {"id": 7, "name": "phish_click"},
+            "occurred_date": when.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+            "risk": {"level": i % 11},
+            "description": f"event {i}",
+        }
+        rows.append(
+            LogMessage(
+                source=source,
+                event_id=event["id"],
+                raw=json.dumps(event, separators=(",", ":")),
+                message_time=when,
+                source_name=source.name,
+                source_category=source.category if category is None else category,
+                collector_name=source.collector.name,
+                fields=kw.get("fields", {}),
+            )
+        )
+    LogMessage.objects.bulk_create(rows, batch_size=1000)
+    return list(
+        LogMessage.objects.filter(source=source)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+
+
+def make_output(url: str, name: str = "Forward", **kw):
+    """An enabled output to `url` (NDJSON unless `format=` says otherwise)."""
+    from outputs.models import Output
+
+    token = kw.pop("token", "")
+    kw.setdefault("format", "ndjson")
+    output = Output(name=name, **kw)
+    output.set_url(url)
+    output.set_token(token)
+    output.save()
+    return output

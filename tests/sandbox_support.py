@@ -41,6 +41,21 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+def db_env() -> dict[str, str]:
+    """The environment for a subprocess that must use this test's database."""
+    from django.db import connection
+
+    cfg = connection.settings_dict
+    env = dict(os.environ)
+    if cfg["ENGINE"].endswith("sqlite3"):
+        env["DATABASE_URL"] = f"sqlite:///{cfg['NAME']}"
+    else:
+        auth = cfg["USER"] + (f":{cfg['PASSWORD']}" if cfg["PASSWORD"] else "")
+        host = f"{cfg['HOST'] or '127.0.0.1'}:{cfg['PORT'] or 5432}"
+        env["DATABASE_URL"] = f"postgres://{auth}@{host}/{cfg['NAME']}"
+    return env
+
+
 @contextmanager
 def running_sandbox(**options: Any) -> Iterator[SandboxServer]:
     """A started in-process sandbox on an ephemeral port; stopped on exit."""

@@ -25,8 +25,7 @@ from collectors import collection
 from collectors.choices import SourceState
 from collectors.models import LogMessage, Source
 from tests.cast import make_collector, make_source
-from tests.sandbox_support import sandbox_process
-from tests.test_ratelimit import db_env
+from tests.sandbox_support import db_env, sandbox_process
 
 ROOT = Path(__file__).resolve().parent.parent
 DAYS = 12

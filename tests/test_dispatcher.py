@@ -103,7 +103,7 @@ def test_it_setup_schedules_is_idempotent(db):
     call_command("setup_schedules", stdout=out)
 
     schedule = Schedule.objects.get(name=tasks.DISPATCH_NAME)
-    assert Schedule.objects.count() == 3  # with the alerts app's two
+    assert Schedule.objects.count() == 4  # with the alerts app's two, outputs' one
     assert schedule.func == "collectors.tasks.dispatch"
     assert schedule.schedule_type == Schedule.MINUTES
     assert schedule.minutes == 1

@@ -28,6 +28,7 @@ from collectors.ratelimit import (
     quota_blocked_until,
     requests_today,
 )
+from tests.sandbox_support import db_env
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,21 +43,6 @@ def redis_url() -> str | None:
     except redis.RedisError:
         return None
     return url
-
-
-def db_env() -> dict[str, str]:
-    """The environment for a subprocess that must use this test's database."""
-    from django.db import connection
-
-    cfg = connection.settings_dict
-    env = dict(os.environ)
-    if cfg["ENGINE"].endswith("sqlite3"):
-        env["DATABASE_URL"] = f"sqlite:///{cfg['NAME']}"
-    else:
-        auth = cfg["USER"] + (f":{cfg['PASSWORD']}" if cfg["PASSWORD"] else "")
-        host = f"{cfg['HOST'] or '127.0.0.1'}:{cfg['PORT'] or 5432}"
-        env["DATABASE_URL"] = f"postgres://{auth}@{host}/{cfg['NAME']}"
-    return env
 
 
 @pytest.fixture(params=["db", "redis"])

@@ -28,6 +28,7 @@ from tests.cast import (
     ROLES,
     make_collector,
     make_field,
+    make_output,
     make_source,
     make_user,
 )
@@ -123,6 +124,13 @@ EXPECTED: dict[str, Expect] = {
     ),
     "notifications": Expect(VIEW_MONITORS),
     "notification-detail": Expect(VIEW_MONITORS, args=_pk("notification")),
+    "outputs": Expect(VIEW),
+    "output-add": Expect(MANAGE, post=200),
+    "output-edit": Expect(MANAGE, post=200, args=_pk("output")),
+    "output-enable": Expect(MANAGE, get=405, post=302, args=_pk("output")),
+    "output-disable": Expect(MANAGE, get=405, post=302, args=_pk("output")),
+    "output-delete": Expect(MANAGE, post=302, args=_pk("output")),
+    "output-health": Expect(VIEW, args=_pk("output")),
 }
 
 
@@ -169,6 +177,7 @@ def world():
             kind=connection.kind,
             payload={"state": "test", "summary": "Test", "monitor": {}},
         ),
+        "output": make_output("https://siem.example.com/in"),
     }
 
 

@@ -53,6 +53,7 @@ def _health(obj) -> status.Health:
         warnings,
         neutral=getattr(obj, "is_neutral", False),
         last_success=_last_success(obj),
+        activity=getattr(obj, "health_activity", "collection"),
     )
 
 
@@ -64,7 +65,11 @@ def _url_pattern(name: str) -> str:
 
 def _panel_url(obj) -> str:
     """The Health Events panel URL of a source or collector, without a
-    resolver walk per row (the Collection page draws hundreds of icons)."""
+    resolver walk per row (the Collection page draws hundreds of icons).
+    Another app's resource (an output) names its panel `health_panel_url`."""
+    own = getattr(obj, "health_panel_url", None)
+    if own:
+        return own
     name = "source-health" if isinstance(obj, Source) else "collector-health"
     return _url_pattern(name).replace("987654321", str(obj.pk))
 
