@@ -121,11 +121,33 @@ def browser():
         b.close()
 
 
+def csp_violations(pg) -> list[str]:
+    """Collects the page's Content-Security-Policy violations as they happen.
+
+    Chromium reports each one on the console ("Refused to ... because it
+    violates the following Content Security Policy directive"); the list fills
+    as the test runs.
+    """
+    found: list[str] = []
+
+    def on_console(message) -> None:
+        if "Content Security Policy" in message.text:
+            found.append(f"{message.text} (at {message.location.get('url')})")
+
+    pg.on("console", on_console)
+    return found
+
+
 @pytest.fixture
 def page(browser, live_server, admin_user):
-    """A page signed in as the administrator on the live server."""
+    """A page signed in as the administrator on the live server.
+
+    The test fails if any page it opened broke the Content-Security-Policy
+    (an inline script or style, a style attribute, a foreign resource).
+    """
     context = browser.new_context(viewport={"width": 1400, "height": 900})
     pg = context.new_page()
+    violations = csp_violations(pg)
     pg.set_default_timeout(10_000)
     pg.goto(f"{live_server.url}/login/")
     pg.fill("input[name=username]", admin_user.username)
@@ -133,6 +155,8 @@ def page(browser, live_server, admin_user):
     pg.click("button[type=submit]")
     yield pg
     context.close()
+    if violations:
+        pytest.fail("Content-Security-Policy violations:\n" + "\n".join(violations))
 
 
 def artifacts_dir():
