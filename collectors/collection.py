@@ -265,16 +265,37 @@ def take_lease(source_id: int, owner: str) -> bool:
     return False
 
 
-def dead_leases() -> list[int]:
-    """Ids of sources whose lease is held by a dead process of this host."""
+def _dead_holders() -> list[tuple[int, str]]:
+    """(source id, owner) of unexpired leases held by dead processes of this
+    host: only sources being collected right now are looked at."""
     held = Source.objects.filter(lease_expires__gte=timezone.now()).exclude(
         lease_owner=""
     )
     return [
-        pk
+        (pk, owner)
         for pk, owner in held.values_list("pk", "lease_owner")
         if owner_is_dead(owner)
     ]
+
+
+def dead_leases() -> list[int]:
+    """Ids of sources whose lease is held by a dead process of this host."""
+    return [pk for pk, _ in _dead_holders()]
+
+
+def free_dead_leases() -> list[int]:
+    """Give back the leases (and dispatch marks) held by dead processes of
+    this host, so the dispatcher queues those sources at once instead of after
+    the lease and DISPATCH_GRACE run out. Conditional on the dead owner: a
+    live worker that took the lease meanwhile keeps it. Returns the ids."""
+    freed = []
+    for pk, owner in _dead_holders():
+        if Source.objects.filter(pk=pk, lease_owner=owner).update(
+            lease_owner="", lease_expires=None, dispatched_at=None
+        ):
+            logger.info("source %s: freed the lease of a dead worker", pk)
+            freed.append(pk)
+    return freed
 
 
 def release_lease(source_id: int, owner: str) -> None:

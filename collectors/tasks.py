@@ -2,7 +2,9 @@
 
 Task arguments are source ids only: django-q2 stores them (and shows them in
 admin), so nothing secret may ever be passed. The dispatcher is registered as
-a schedule by `manage.py setup_schedules`.
+schedule by `ensure_schedules()`: on every `migrate` (a post_migrate handler)
+and by `manage.py setup_schedules`, so a deployment that forgets the command
+still dispatches.
 """
 
 from __future__ import annotations
@@ -65,8 +67,14 @@ def claim(source: Source, now=None) -> bool:
 
 def dispatch() -> int:
     """The every-minute schedule: queue one collection task per due source,
-    and remove the collectors being deleted whose sources are all gone."""
+    and remove the collectors being deleted whose sources are all gone.
+
+    A source whose lease is held by a dead process of this host (a SIGKILLed
+    or OOM-killed worker) is due at once: its lease is freed first. Leases of
+    other hosts cannot be checked from here and expire as usual.
+    """
     HostedCollector.finish_deletions()
+    collection.free_dead_leases()
     queued = 0
     for source in due_sources().only("pk", "state"):
         if claim(source):
@@ -75,6 +83,28 @@ def dispatch() -> int:
     if queued:
         logger.info("dispatcher: %d collection task(s) queued", queued)
     return queued
+
+
+def ensure_schedules(using: str = "default") -> list[str]:
+    """Create or update this app's schedules (idempotent); one line each for
+    `setup_schedules` to print.
+
+    The dispatcher runs every minute; `catch_up` is off cluster-wide, so a
+    stopped cluster does not replay missed ticks.
+    """
+    from django_q.models import Schedule
+
+    _, created = Schedule.objects.using(using).update_or_create(
+        name=DISPATCH_NAME,
+        defaults={
+            "func": DISPATCH_FUNC,
+            "schedule_type": Schedule.MINUTES,
+            "minutes": 1,
+            "repeats": -1,
+        },
+    )
+    verb = "Created" if created else "Updated"
+    return [f"{verb} schedule '{DISPATCH_NAME}' (every minute)."]
 
 
 def dispatch_soon() -> None:

@@ -17,6 +17,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -100,6 +101,25 @@ class SandboxProcess:
 
     def requests(self) -> list[dict]:
         return self.control("GET", "/_sandbox/requests")["data"]
+
+    def gate(self, allow: int | None) -> dict:
+        """Answer only the first `allow` API requests (None: all)."""
+        return self.control("POST", "/_sandbox/gate", {"allow": allow})["data"]
+
+    def gate_status(self) -> dict:
+        return self.control("GET", "/_sandbox/gate")["data"]
+
+    def wait_at_gate(self, timeout: float = 120.0) -> dict:
+        """Block until a client is held at the gate (synchronising on its
+        progress, not on time); the timeout only stops a hung test."""
+        deadline = time.monotonic() + timeout
+        while (status := self.gate_status())["waiting"] == 0:
+            if self.proc.poll() is not None:
+                raise RuntimeError("the sandbox exited")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"nothing reached the gate: {status}")
+            time.sleep(0.02)
+        return status
 
     def stop(self) -> None:
         if self.proc.poll() is None:

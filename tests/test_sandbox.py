@@ -334,6 +334,41 @@ def test_it_injects_a_slow_response(sandbox):  # noqa: F811
     assert time.monotonic() - started >= 0.6
 
 
+def test_it_holds_requests_past_its_gate_until_it_is_raised(sandbox):  # noqa: F811
+    import threading
+
+    sandbox.set_gate(1)
+    assert get(sandbox).status_code == 200
+    answered: list[int] = []
+    held = threading.Thread(target=lambda: answered.append(get(sandbox).status_code))
+    held.start()
+    while sandbox.gate_status()["waiting"] == 0:  # the request reached the gate
+        time.sleep(0.01)
+    assert answered == []
+    assert sandbox.gate_status() == {"allow": 1, "passed": 1, "waiting": 1}
+    resp = requests.post(sandbox.url + "/_sandbox/gate", json={"allow": 2}, timeout=10)
+    assert resp.json()["data"]["allow"] == 2
+    held.join(10)
+    assert answered == [200]
+    assert (
+        requests.post(
+            sandbox.url + "/_sandbox/gate", json={"allow": -1}, timeout=10
+        ).status_code
+        == 400
+    )
+    sandbox.set_gate(None)
+    assert get(sandbox).status_code == 200
+
+
+def test_it_a_request_held_at_the_gate_times_out_in_the_client(sandbox):  # noqa: F811
+    sandbox.set_gate(0)  # never answered: the client's timeout must fire
+    with pytest.raises(TransientError) as info:
+        KnowBe4Client(sandbox.url, SANDBOX_KEY, read_timeout=0.2).list_events(
+            utc_today() - timedelta(days=2), 1
+        )
+    assert info.value.code == "timeout"
+
+
 def test_it_injects_faults_through_the_control_api(sandbox):  # noqa: F811
     resp = requests.post(
         sandbox.url + "/_sandbox/faults",

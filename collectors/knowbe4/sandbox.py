@@ -25,6 +25,13 @@ The control interface (no key; refused unless the caller is on loopback):
     GET    /_sandbox/event_ids?start=YYYY-MM-DD&end=YYYY-MM-DD   ground truth
     DELETE /_sandbox/limits        forget rate windows and quota spent
     GET    /_sandbox/config        seed, window, limits (key hashes, not keys)
+    POST   /_sandbox/gate          {"allow": N}: answer only the first N API
+                                   requests (counted since start); later ones
+                                   wait until the gate is raised, {"allow":
+                                   null} opens it. GET: {"allow", "passed",
+                                   "waiting"}. Tests use it to stop a collector
+                                   at an exact point, whatever the machine's
+                                   speed.
 
 Faults that replace the answer (status, html, ...) do not count against the
 key's limits; slow, truncate and reset alter a real answer, which does.
@@ -271,6 +278,41 @@ class SandboxState:
         self._recent: dict[str, deque[float]] = {}
         self._quota_used: dict[tuple[str, date], int] = {}
         self._statuses: dict[str, dict] = {}
+        # The gate (see the control API): how many API requests may pass.
+        self.gate = threading.Condition()
+        self.gate_allow: int | None = None
+        self.gate_passed = 0
+        self.gate_waiting = 0
+
+    # ----- the gate -------------------------------------------------------
+
+    def pass_gate(self) -> None:
+        """Wait until this API request may be answered (the gate allows it)."""
+        with self.gate:
+            self.gate_waiting += 1
+            try:
+                self.gate.wait_for(
+                    lambda: (
+                        self.gate_allow is None or self.gate_passed < self.gate_allow
+                    )
+                )
+            finally:
+                self.gate_waiting -= 1
+            self.gate_passed += 1
+            self.gate.notify_all()
+
+    def set_gate(self, allow: int | None) -> None:
+        with self.gate:
+            self.gate_allow = None if allow is None else int(allow)
+            self.gate.notify_all()
+
+    def gate_status(self) -> dict:
+        with self.gate:
+            return {
+                "allow": self.gate_allow,
+                "passed": self.gate_passed,
+                "waiting": self.gate_waiting,
+            }
 
     # ----- events ---------------------------------------------------------
 
@@ -882,6 +924,7 @@ class _Handler(BaseHTTPRequestHandler):
                 resp = self.server.control.handle(self, body)
             else:
                 state = self.server.state
+                state.pass_gate()
                 resp = state.handle(self.command, self.path, self.headers, body)
         except Exception as exc:  # a sandbox bug must not hang the client
             resp = _Response(500, _json({"message": f"Sandbox error: {exc!r}"}))
@@ -984,6 +1027,16 @@ class _Control:
         elif path == "/_sandbox/limits" and method == "DELETE":
             state.reset_limits()
             return _Response(204)
+        elif path == "/_sandbox/gate":
+            if method == "POST":
+                allow = body.get("allow") if isinstance(body, dict) else None
+                if allow is not None and (
+                    not isinstance(allow, int) or isinstance(allow, bool) or allow < 0
+                ):
+                    return _Response(400, _json({"message": "allow: an int >= 0"}))
+                state.set_gate(allow)
+            if method in ("POST", "GET"):
+                return _Response(200, _json({"data": state.gate_status()}))
         elif path == "/_sandbox/config" and method == "GET":
             return _Response(200, _json({"data": state_config(state)}))
         else:
@@ -1103,6 +1156,7 @@ class SandboxServer:
         self.httpd.serve_forever(poll_interval=0.2)
 
     def stop(self) -> None:
+        self.state.set_gate(None)  # release requests held at the gate
         self.httpd.shutdown()
         self.httpd.server_close()
         self.httpd.close_connections()
@@ -1128,6 +1182,13 @@ class SandboxServer:
     def clear_faults(self) -> None:
         with self.state.lock:
             self.state.faults.clear()
+
+    def set_gate(self, allow: int | None) -> None:
+        """Answer only the first `allow` API requests; None opens the gate."""
+        self.state.set_gate(allow)
+
+    def gate_status(self) -> dict:
+        return self.state.gate_status()
 
     def add_event(self, occurred_date: Any = None, **fields: Any) -> dict:
         return self.state.add_event(occurred_date, **fields)
