@@ -81,14 +81,14 @@ def test_it_a_worker_that_took_the_lease_meanwhile_keeps_it(collector, monkeypat
     source = make_source(collector)
     dead = f"{this_host()}:{DEAD_PID}:abc"
     hold_lease(source, dead)
-    real = collection._owner_is_dead
+    real = collection.owner_is_dead
 
     def dead_then_replaced(owner: str) -> bool:
         # Between the scan and the UPDATE a live worker takes the lease over.
         Source.objects.filter(pk=source.pk).update(lease_owner="new:1:live")
         return real(owner)
 
-    monkeypatch.setattr(collection, "_owner_is_dead", dead_then_replaced)
+    monkeypatch.setattr(collection, "owner_is_dead", dead_then_replaced)
     assert collection.free_dead_leases() == []
     assert Source.objects.get(pk=source.pk).lease_owner == "new:1:live"
 
@@ -187,7 +187,7 @@ def test_it_a_new_qcluster_continues_within_two_ticks_after_a_sigkill(
             assert before < len(expected) - 1000
             # SIGKILL is delivered asynchronously: wait until the worker that
             # holds the lease is gone (a state, not a length of time).
-            wait_for(lambda: collection._owner_is_dead(held.lease_owner), "death")
+            wait_for(lambda: collection.owner_is_dead(held.lease_owner), "death")
 
             second = start_qcluster(env)
             sandbox.gate(None)
