@@ -22,11 +22,12 @@ from alerts.models import HealthCondition, Monitor, MonitorKind, Scope
 from collectors import crypto
 from collectors.choices import Severity, SourceState
 from collectors.models import HealthEvent, LogMessage, Source
-from collectors.search import MessageSearch
+from collectors.search import MessageSearch, known_categories
 
 logger = logging.getLogger(__name__)
 
 FLOOR_SLACK = timedelta(minutes=10)
+ID_CEILING = 2**62
 # The Messages filter parameters a log monitor saves (no time range: the
 # window replaces it).
 QUERY_KEYS = ("category", "source", "collector", "event_type", "risk_level")
@@ -49,6 +50,16 @@ class Check:
     def __init__(self, now: datetime) -> None:
         self.now = now
         self._floors: dict[datetime, int] = {}
+        self._categories: list[str] | None = None
+        self._fresh: dict[datetime, set[int]] = {}
+        self._quota: dict[int, bool] | None = None
+
+    @property
+    def categories(self) -> list[str]:
+        """The stored messages' distinct categories, listed once per check."""
+        if self._categories is None:
+            self._categories = known_categories()
+        return self._categories
 
     def floor(self, cutoff: datetime) -> int:
         """An id below every message stored at or after `cutoff` (cached)."""
@@ -58,10 +69,27 @@ class Check:
             self._floors[cutoff] = pk or 0
         return self._floors[cutoff]
 
+    def fresh_sources(self, cutoff: datetime) -> set[int]:
+        """Ids of the sources that stored a message at or after `cutoff`."""
+        if cutoff not in self._fresh:
+            rows = self.stored_since(cutoff).order_by().values_list("source_id")
+            self._fresh[cutoff] = {pk for (pk,) in rows.distinct()}
+        return self._fresh[cutoff]
+
+    def quota_overruns(self) -> dict[int, bool]:
+        """{source id: quota spent or projected to run out}, once per check
+        (each API key is decrypted and looked up once, not per monitor)."""
+        if self._quota is None:
+            self._quota = _quota_overruns(self.now)
+        return self._quota
+
     def stored_since(self, cutoff: datetime) -> QuerySet[LogMessage]:
-        """Messages stored at or after `cutoff`, as an id range."""
+        """Messages stored at or after `cutoff`, as an id range. The range is
+        closed (by an id no table reaches) because SQLite's planner judges a
+        two-sided range on the primary key selective and then walks it rather
+        than an index on another filter's column."""
         return LogMessage.objects.filter(
-            pk__gt=self.floor(cutoff), receipt_time__gte=cutoff
+            pk__gt=self.floor(cutoff), pk__lt=ID_CEILING, receipt_time__gte=cutoff
         )
 
 
@@ -72,20 +100,19 @@ def evaluate(monitor: Monitor, check: Check) -> Finding:
     return HEALTH[monitor.condition](monitor, check)
 
 
-def log_filters(query: dict) -> Q:
-    """The saved Messages filter as a Q (through the page's own form, so a
-    monitor matches exactly what the Messages page shows)."""
-    params = {k: v for k, v in query.items() if k in QUERY_KEYS and v not in ("", None)}
-    search = MessageSearch(params)
-    if not search.valid:
-        raise ValueError(f"invalid saved filter: {search.form.errors.as_text()}")
-    return search.filters()
+def log_filters(query: dict, check: Check | None = None) -> Q:
+    """The saved Messages filter as a Q, built by the Messages page's own
+    search, so a monitor matches exactly what that page shows. The filter was
+    validated by that page's form when the monitor was saved."""
+    data = {k: v for k, v in query.items() if k in QUERY_KEYS and v not in ("", None)}
+    categories = check.categories if check is not None else None
+    return MessageSearch.saved(data, categories).filters()
 
 
 def log_window(monitor: Monitor, check: Check) -> QuerySet[LogMessage]:
     """The monitor's matching messages stored inside its window."""
     cutoff = check.now - timedelta(minutes=monitor.window_minutes)
-    return check.stored_since(cutoff).filter(log_filters(monitor.query))
+    return check.stored_since(cutoff).filter(log_filters(monitor.query, check))
 
 
 def _log(monitor: Monitor, check: Check) -> Finding:
@@ -162,12 +189,7 @@ def _stale(monitor: Monitor, check: Check) -> Finding:
         .exclude(state__in=(SourceState.PENDING, SourceState.STOPPING))
         .filter(created__lte=cutoff)
     )
-    fresh = set(
-        check.stored_since(cutoff)
-        .filter(source__in=candidates)
-        .values_list("source_id", flat=True)
-        .distinct()
-    )
+    fresh = check.fresh_sources(cutoff)
     rows = [r for r in candidates.values_list("pk", "name") if r[0] not in fresh]
     return _sources_finding(rows, f"with no message stored for {monitor.stale_hours} h")
 
@@ -182,23 +204,38 @@ def quota_overrun(used: int, quota: int | None, now: datetime) -> bool:
     return used * 86400 / elapsed > quota
 
 
-def _quota(monitor: Monitor, check: Check) -> Finding:
-    """Sources whose key's quota is spent now or projected to be by midnight."""
+def _quota_overruns(now: datetime) -> dict[int, bool]:
+    """Whether each source's key has its quota spent now or projected to be
+    by midnight (sources sharing a key share the answer)."""
     from collectors import ratelimit
 
     quota = getattr(settings, "KNOWBE4_DAILY_QUOTA", None)
-    rows = []
-    sources = scope_sources(monitor).exclude(state=SourceState.STOPPING)
-    for source in sources.only("pk", "name", "api_key_encrypted"):
-        try:
-            fingerprint = crypto.key_fingerprint(source.get_api_key())
-        except crypto.KeyUnreadable:
-            continue
-        blocked = ratelimit.quota_blocked_until(fingerprint)
-        spent = blocked is not None and blocked > check.now
-        used = ratelimit.requests_today(fingerprint)
-        if spent or quota_overrun(used, quota, check.now):
-            rows.append((source.pk, source.name))
+    by_key: dict[str, bool] = {}
+    result = {}
+    sources = Source.objects.exclude(state=SourceState.STOPPING)
+    for pk, token in sources.values_list("pk", "api_key_encrypted"):
+        if token not in by_key:
+            try:
+                fingerprint = crypto.key_fingerprint(crypto.decrypt(token))
+            except crypto.KeyUnreadable:
+                by_key[token] = False
+                continue
+            blocked = ratelimit.quota_blocked_until(fingerprint)
+            spent = blocked is not None and blocked > now
+            used = ratelimit.requests_today(fingerprint)
+            by_key[token] = spent or quota_overrun(used, quota, now)
+        result[pk] = by_key[token]
+    return result
+
+
+def _quota(monitor: Monitor, check: Check) -> Finding:
+    """Sources whose key's quota is spent now or projected to be by midnight."""
+    over = check.quota_overruns()
+    rows = [
+        (pk, name)
+        for pk, name in scope_sources(monitor).values_list("pk", "name")
+        if over.get(pk)
+    ]
     return _sources_finding(rows, "projected to exceed the daily quota")
 
 

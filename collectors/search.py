@@ -44,7 +44,7 @@ QUICK_RANGES = {
 MAX_EXPANDED_CATEGORIES = 200
 
 
-def category_q(pattern: str) -> Q:
+def category_q(pattern: str, known: list[str] | None = None) -> Q:
     """Translate a Sumo-style `_sourceCategory` pattern into a filter.
 
     As in Sumo, matching ignores case and `*` stands for any run of characters
@@ -55,10 +55,11 @@ def category_q(pattern: str) -> Q:
     `msg_category_time`, whose second column then serves a time range or the
     newest-first order, whatever the pattern. With very many categories the
     database matches instead (case-insensitive LIKE or regex, no index).
+    A caller matching many patterns at once passes `known` (listed once).
     """
     if pattern.strip("*") == "":
         return Q()
-    known = known_categories()
+    known = known_categories() if known is None else known
     if len(known) <= MAX_EXPANDED_CATEGORIES:
         matcher = category_matcher(pattern)
         return Q(source_category__in=[c for c in known if matcher.fullmatch(c)])
@@ -312,6 +313,18 @@ class MessageSearch:
         self.valid = self.form.is_valid()
         self.data = self.form.cleaned_data if self.valid else {}
         self._filters: Q | None = None
+        self.categories: list[str] | None = None
+
+    @classmethod
+    def saved(cls, data: dict, categories: list[str] | None = None) -> MessageSearch:
+        """A search from filters validated earlier by this form and stored
+        (a log monitor's), without the form's dropdown queries: the monitor
+        check builds a hundred of these a minute. `categories` is the
+        known_categories() list, read once for all of them."""
+        search = cls.__new__(cls)
+        search.form, search.now, search.valid = None, timezone.now(), True
+        search.data, search._filters, search.categories = dict(data), None, categories
+        return search
 
     def time_bounds(self) -> tuple[datetime | None, datetime | None]:
         """(since, until) from the quick range or the explicit fields."""
@@ -336,7 +349,7 @@ class MessageSearch:
         d = self.data
         q = Q()
         if d.get("category"):
-            q &= category_q(d["category"])
+            q &= category_q(d["category"], self.categories)
         if d.get("source"):
             q &= Q(source_id=d["source"])
         if d.get("collector"):

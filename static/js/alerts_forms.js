@@ -3,7 +3,7 @@
 // fields of the other kind.
 (function () {
   "use strict";
-  const form = document.querySelector("form");
+  const form = document.querySelector("form.kind-form");
   if (!form) return;
   function chosen() {
     const radio = form.querySelector("input[name=kind]:checked");
