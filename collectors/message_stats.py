@@ -9,7 +9,8 @@ model at import time, so `models.py` can use it as its manager.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 
 from django.core.exceptions import EmptyResultSet
 from django.db import connection, models
@@ -17,6 +18,11 @@ from django.db.models import CharField, Count, F, Func, Max, Min, Sum
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import TruncDate
 from django.utils.dateparse import parse_datetime
+
+# The "recent rate" of a backfill's ETA: events stored in this last stretch.
+RECENT_RATE_WINDOW = timedelta(minutes=10)
+# The Collection page's activity: hourly buckets over the last 24 hours.
+ACTIVITY_HOURS = 24
 
 
 def utc_day():
@@ -43,8 +49,84 @@ def _aware(value) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+@dataclass(frozen=True)
+class Activity:
+    """A source's (or collector's) messages received in the last 24 hours,
+    in hourly buckets, oldest first; `total` is their sum."""
+
+    hourly: tuple[int, ...]
+
+    @property
+    def total(self) -> int:
+        return sum(self.hourly)
+
+    def __add__(self, other: Activity) -> Activity:
+        return Activity(
+            tuple(a + b for a, b in zip(self.hourly, other.hourly, strict=True))
+        )
+
+
+NO_ACTIVITY = Activity((0,) * ACTIVITY_HOURS)
+
+
 class LogMessageQuerySet(models.QuerySet):
-    """Aggregates of the Overview, each one GROUP BY over the filtered rows."""
+    """Aggregates of the Overview, the Collection page, its refresh endpoint
+    and the source page, each one GROUP BY over the filtered rows."""
+
+    def activity(
+        self, now: datetime
+    ) -> tuple[dict[int, Activity], dict[int, Activity]]:
+        """Messages received in each of the last 24 hours (by receipt time:
+        what collection did), per source and per collector, in ONE grouped
+        query: the Messages column and the sparkline of every page.
+
+        Bucket i covers [now - 24h + i h, now - 24h + (i+1) h), so the buckets
+        add up to exactly the last 24 hours. Filter the queryset to the sources
+        wanted first; the (source, receipt_time) index serves it.
+        """
+        start = now - timedelta(hours=ACTIVITY_HOURS)
+        edges = [start + timedelta(hours=i) for i in range(ACTIVITY_HOURS + 1)]
+        buckets = {
+            f"h{i}": models.Count(
+                "pk",
+                filter=models.Q(
+                    receipt_time__gte=edges[i], receipt_time__lt=edges[i + 1]
+                ),
+            )
+            for i in range(ACTIVITY_HOURS)
+        }
+        rows = (
+            self.filter(
+                receipt_time__gte=start, receipt_time__lt=now, source__isnull=False
+            )
+            .order_by()
+            .values("source_id", "source__collector_id")
+            .annotate(**buckets)
+        )
+        per_source: dict[int, Activity] = {}
+        per_collector: dict[int, Activity] = {}
+        for row in rows:
+            hourly = Activity(tuple(row[f"h{i}"] for i in range(ACTIVITY_HOURS)))
+            per_source[row["source_id"]] = hourly
+            owner = row["source__collector_id"]
+            per_collector[owner] = per_collector.get(owner, NO_ACTIVITY) + hourly
+        return per_source, per_collector
+
+    def backfill_counts(self, now: datetime) -> dict[int, tuple[int, int]]:
+        """Per source: (events stored, events stored in the recent-rate window),
+        in one grouped query: what a backfill's progress and ETA need."""
+        rows = (
+            self.filter(source__isnull=False)
+            .order_by()
+            .values("source_id")
+            .annotate(
+                stored=models.Count("pk"),
+                recent=models.Count(
+                    "pk", filter=models.Q(receipt_time__gte=now - RECENT_RATE_WINDOW)
+                ),
+            )
+        )
+        return {row["source_id"]: (row["stored"], row["recent"]) for row in rows}
 
     def per_day_by_type(self) -> list[tuple[date, str, int]]:
         """(UTC day, event type, messages) for every day and type present."""

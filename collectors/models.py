@@ -7,6 +7,9 @@ collection engine (`collection.py`, `lifecycle.py`) calls these methods.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
@@ -16,8 +19,58 @@ from django.utils import timezone
 
 from collectors import crypto
 from collectors.choices import ErrorType, HealthEventName, Severity, SourceState
-from collectors.message_stats import LogMessageQuerySet
+from collectors.message_stats import (  # noqa: F401 - re-exported for views
+    ACTIVITY_HOURS,
+    NO_ACTIVITY,
+    RECENT_RATE_WINDOW,
+    Activity,
+    LogMessageQuerySet,
+)
 from collectors.names import validate_display_name
+
+
+@dataclass(frozen=True)
+class NextAttempt:
+    """When a source is collected next: a kind, maybe a time, and the words."""
+
+    kind: str  # now | after_fix | stopping | at | due
+    at: datetime | None
+    text: str
+
+
+@dataclass(frozen=True)
+class BackfillProgress:
+    """A backfill's progress: days done of the window, events, ETA."""
+
+    start: date
+    end: date
+    days_done: int
+    days_total: int
+    stored: int
+    recent: int
+    eta: timedelta | None
+    running: bool
+
+    @property
+    def percent(self) -> int:
+        return int(100 * self.days_done / self.days_total) if self.days_total else 0
+
+    @property
+    def eta_text(self) -> str:
+        """The ETA in words, or why there is none."""
+        if not self.running:
+            return "paused"
+        if self.eta is None:
+            if not self.days_done:
+                return "ETA after the first day is stored"
+            return "no events stored in the last 10 minutes"
+        minutes = max(1, round(self.eta.total_seconds() / 60))
+        if minutes < 90:
+            return f"about {minutes} min left"
+        hours = minutes / 60
+        if hours < 48:
+            return f"about {hours:.0f} h left"
+        return f"about {hours / 24:.0f} days left"
 
 
 class HostedCollector(models.Model):
@@ -281,6 +334,85 @@ class Source(models.Model):
         """Pending and Stopping sources are not collecting: drawn neutral."""
         return self.state in (SourceState.PENDING, SourceState.STOPPING)
 
+    def is_running(self, now: datetime) -> bool:
+        """A collection run holds the lease right now."""
+        return bool(
+            self.lease_owner and self.lease_expires and self.lease_expires > now
+        )
+
+    def next_attempt(self, now: datetime) -> NextAttempt:
+        """When collection of this source happens next, said truthfully.
+
+        The one place that decides it, for the source page, the Collection
+        page and the refresh endpoint: a run in progress is "now"; a source in
+        Error makes no request until a user edits or restarts it; a Stopping
+        source is only removed; otherwise the stored time, or the next
+        dispatch (every minute) when that time has come.
+        """
+        if self.state == SourceState.STOPPING:
+            return NextAttempt("stopping", None, "none: the source is being deleted")
+        if self.state == SourceState.ERROR:
+            return NextAttempt(
+                "after_fix", None, "after you edit or restart the source"
+            )
+        if self.is_running(now):
+            return NextAttempt("now", None, "now, collecting")
+        if self.next_attempt_at and self.next_attempt_at > now:
+            local = timezone.localtime(self.next_attempt_at)  # the user's zone
+            return NextAttempt(
+                "at", self.next_attempt_at, f"{local:%Y-%m-%d %H:%M:%S %Z}"
+            )
+        return NextAttempt("due", None, "due now: at the next dispatch (each minute)")
+
+    def backfill_window_start(self) -> date:
+        """The first day the initial look-back reads, as counted from the day
+        the source was created (the engine's first run follows at once)."""
+        from collectors.collection import last_collectable_day
+
+        last = last_collectable_day(self.created or timezone.now())
+        return last - timedelta(days=max(1, self.initial_lookback_days) - 1)
+
+    def backfill_progress(
+        self, now: datetime, stored: int, recent: int
+    ) -> BackfillProgress | None:
+        """How far the source is from having every closed day, or None when it
+        is (nearly) caught up.
+
+        The window runs from the look-back's first day to the newest closed
+        day; days done are those up to the checkpoint's last complete day.
+        `stored` is the events stored by the source and `recent` those stored
+        in the last RECENT_RATE_WINDOW: the ETA assumes the remaining days hold
+        as many events per day as the days done, stored at the recent rate.
+        """
+        from collectors.collection import last_collectable_day
+
+        running = self.state not in (SourceState.ERROR, SourceState.STOPPING)
+        last = last_collectable_day(now)
+        start = self.backfill_window_start()
+        if last < start:
+            return None
+        total = (last - start).days + 1
+        done_through = self.last_complete_day
+        done = 0 if done_through is None else (done_through - start).days + 1
+        done = max(0, min(total, done))
+        if done_through is not None and (last - done_through).days < 2:
+            return None
+        eta = None
+        if running and done and recent:
+            per_day = stored / done
+            rate = recent / RECENT_RATE_WINDOW.total_seconds()
+            eta = timedelta(seconds=round((total - done) * per_day / rate))
+        return BackfillProgress(
+            start=start,
+            end=last,
+            days_done=done,
+            days_total=total,
+            stored=stored,
+            recent=recent,
+            eta=eta,
+            running=running,
+        )
+
 
 class SourceField(models.Model):
     """One "Fields" row of a source: a key/value stamped on its messages."""
@@ -529,6 +661,22 @@ class HealthEvent(models.Model):
         live = self.live_resource
         return live.get_absolute_url() if hasattr(live, "get_absolute_url") else ""
 
+    def fix_actions(self) -> tuple[str, ...]:
+        """The buttons its suggested fix calls for: "edit" when the source's
+        settings are at fault (ThirdPartyConfig) or collection stopped, and
+        "restart" while the source waits in Error for exactly that. A retrying
+        warning fixes itself and offers nothing."""
+        source = self.source
+        if not self.is_open or source is None or source.state == SourceState.STOPPING:
+            return ()
+        actions = []
+        in_error = source.state == SourceState.ERROR
+        if self.error_type == ErrorType.THIRD_PARTY_CONFIG or in_error:
+            actions.append("edit")
+        if in_error:
+            actions.append("restart")
+        return tuple(actions)
+
 
 class LogMessage(models.Model):
     """One collected KnowBe4 user event, with Sumo-style metadata.
@@ -570,6 +718,8 @@ class LogMessage(models.Model):
             models.Index(fields=["source", "-message_time"], name="msg_source_time"),
             # The Overview's "new event types": has this type occurred before?
             models.Index(fields=["event_type", "message_time"], name="msg_type_time"),
+            # The Collection page's activity: a source's messages by receipt.
+            models.Index(fields=["source", "receipt_time"], name="msg_source_receipt"),
         ]
 
     def __str__(self) -> str:

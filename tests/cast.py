@@ -109,3 +109,31 @@ def make_output(url: str, name: str = "Forward", **kw):
     output.set_token(token)
     output.save()
     return output
+
+
+def add_messages(
+    source: Source,
+    n: int,
+    *,
+    received,
+    occurred=None,
+    start: int = 0,
+) -> None:
+    """`n` collected messages of `source`, received at `received`."""
+    from datetime import timedelta
+
+    from collectors.models import LogMessage
+
+    LogMessage.objects.bulk_create(
+        LogMessage(
+            source=source,
+            event_id=f"evt-{start + i}",
+            raw="{}",
+            message_time=occurred or received - timedelta(days=1),
+            receipt_time=received,
+            source_name=source.name,
+            source_category=source.category,
+            collector_name=source.collector.name,
+        )
+        for i in range(n)
+    )

@@ -1,7 +1,10 @@
-"""The Collection page's refresh endpoint: states and looks as JSON."""
+"""The Collection page's refresh endpoint: states and the rendered live cells
+(looks come from the health icon the page itself draws)."""
 
 from __future__ import annotations
 
+import html
+import re
 from datetime import UTC, datetime
 
 import pytest
@@ -21,6 +24,21 @@ def event(source=None, *, collector=None, severity=Severity.ERROR, name=None):
         error_type=ErrorType.THIRD_PARTY_GENERIC,
         message="x",
     )
+
+
+def look(item: dict) -> dict:
+    """The health icon's data attributes from a row's rendered Health cell."""
+    cell = item["cells"]["health"]
+    attrs = dict(re.findall(r'data-([a-z-]+)="([^"]*)"', cell))
+    icon = re.search(r'<img src="([^"]+)"', cell).group(1)
+    return {
+        "status": attrs["status"],
+        "tooltip": html.unescape(attrs["tooltip"]),
+        "last_success_text": html.unescape(attrs["last-success"]),
+        "errors": int(attrs["errors"]),
+        "warnings": int(attrs["warnings"]),
+        "icon": icon,
+    }
 
 
 def status(client) -> dict:
@@ -48,7 +66,7 @@ def test_it_reports_states_looks_and_tooltips(admin_client, collector):
     event(red, severity=Severity.WARNING)
     event(orange, severity=Severity.WARNING)
     data = status(admin_client)
-    s = data["sources"]
+    s = {pk: {**item, **look(item)} for pk, item in data["sources"].items()}
     assert (s[red.pk]["status"], s[red.pk]["tooltip"]) == (
         "error",
         "1 error, 1 warning",
@@ -61,10 +79,10 @@ def test_it_reports_states_looks_and_tooltips(admin_client, collector):
     )
     assert s[green.pk]["icon"].endswith("img/status-healthy.svg")
     assert s[pending.pk]["status"] == "neutral"
-    c = data["collectors"][collector.pk]
+    c = look(data["collectors"][collector.pk])
     assert (c["errors"], c["warnings"]) == (1, 2)
     assert c["status"] == "error"
-    assert c["last_success"] == "2026-11-26T03:00:00+00:00"
+    assert c["last_success_text"] == "Last successful collection: 2026-11-26 03:00 UTC"
 
 
 @pytest.mark.django_db
@@ -74,7 +92,7 @@ def test_it_counts_a_collectors_own_events_and_ignores_resolved(admin_client):
     done.resolved_at = done.last_seen
     done.save()
     event(collector=collector, severity=Severity.WARNING)
-    c = status(admin_client)["collectors"][collector.pk]
+    c = look(status(admin_client)["collectors"][collector.pk])
     assert (c["status"], c["tooltip"]) == ("warning", "0 errors, 1 warning")
 
 
@@ -88,12 +106,15 @@ def test_it_runs_constant_queries(admin_client, django_assert_num_queries):
                 event(src, severity=Severity.WARNING if j else Severity.ERROR)
 
     populate(2)
-    # session, user, open events grouped, sources, collectors
-    with django_assert_num_queries(5):
-        admin_client.get(reverse("collection-status"))
+    since = datetime(2026, 1, 1, tzinfo=UTC).isoformat()
+    # session, user, sources, collectors (annotated), activity, backfill
+    # counts, transitions
+    with django_assert_num_queries(7):
+        admin_client.get(reverse("collection-status"), {"since": since})
     populate(10)
-    with django_assert_num_queries(5):
-        data = status(admin_client)
+    with django_assert_num_queries(7):
+        resp = admin_client.get(reverse("collection-status"), {"since": since})
+    data = {"sources": resp.json()["sources"]}
     assert len(data["sources"]) == 36
 
 
@@ -117,5 +138,5 @@ def test_it_answers_only_for_the_rows_the_page_names(admin_client):
     data = resp.json()
     assert {s["id"] for s in data["sources"]} == {a.pk, loose.pk}
     assert [c["id"] for c in data["collectors"]] == [shown.pk]
-    assert data["collectors"][0]["status"] == "healthy"  # b's event is elsewhere
-    assert next(s for s in data["sources"] if s["id"] == loose.pk)["errors"] == 1
+    assert look(data["collectors"][0])["status"] == "healthy"  # b's is elsewhere
+    assert look(next(s for s in data["sources"] if s["id"] == loose.pk))["errors"] == 1

@@ -24,7 +24,8 @@ def test_it_lists_the_schema_with_usage(admin_client, django_assert_num_queries)
     make_source(collector, "A", fields={"Department": "IT", "region": "eu"})
     make_source(collector, "B", fields={"department": "HR"})
     admin_client.get(reverse("fields"))
-    with django_assert_num_queries(3):
+    # session, user, the schema with counts, the sources using them
+    with django_assert_num_queries(4):
         response = admin_client.get(reverse("fields"))
     usage = {
         d.name: (d.enabled, d.source_count) for d in response.context["definitions"]
@@ -38,6 +39,32 @@ def test_it_lists_the_schema_with_usage(admin_client, django_assert_num_queries)
     assert "3 of 200 fields" in html
     assert "Enabled" in html
     assert "Disabled" in html
+
+
+def test_it_links_the_sources_that_use_each_field(admin_client):
+    make_field("department")
+    make_field("unused")
+    collector = make_collector("Prod")
+    a = make_source(collector, "A", fields={"Department": "IT"})
+    b = make_source(collector, "B", fields={"department": "HR"})
+    for n in range(6):
+        make_source(collector, f"More{n}", fields={"DEPARTMENT": "x"})
+    response = admin_client.get(reverse("fields"))
+    rows = {d.name: d for d in response.context["definitions"]}
+    department = rows["department"]
+    assert [u["name"] for u in department.users] == [
+        "A",
+        "B",
+        "More0",
+        "More1",
+        "More2",
+    ]
+    assert department.more_users == 3
+    assert rows["unused"].users == []
+    html = response.content.decode()
+    assert f'href="{a.get_absolute_url()}"' in html
+    assert f'href="{b.get_absolute_url()}"' in html
+    assert "and 3 more" in html
 
 
 def test_it_adds_a_field(admin_client):
@@ -143,6 +170,6 @@ def test_it_runs_the_same_queries_however_large_the_schema(
         make_field(f"field{n}")
     for n in range(10):
         make_source(collector, f"S{n}", fields={f"field{n}": "x", f"Field{n + 1}": "y"})
-    with django_assert_num_queries(3):
+    with django_assert_num_queries(4):
         response = admin_client.get(reverse("fields"))
     assert "40 of 200 fields" in response.content.decode()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
+
 from django.contrib import messages
 from django.db.models import F, Func, IntegerField, OuterRef, Subquery
 from django.db.models.functions import Coalesce, Lower
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST, require_safe
 
 from collectors.choices import MAX_SCHEMA_FIELDS
@@ -28,8 +31,43 @@ def definitions_with_usage():
     ).order_by(Lower("name"))
 
 
+SOURCES_LISTED_PER_FIELD = 5
+
+
+def attach_users(definitions: list[FieldDefinition]) -> None:
+    """Give each definition `users`: the first sources (by collector, name)
+    that set a field of its name, for links, in ONE query for the page.
+
+    Keys match case-insensitively, as `sources_using` counts them; the count
+    (`source_count`) says how many more there are.
+    """
+    wanted = {d.name.lower() for d in definitions if d.source_count}
+    by_key: dict[str, list] = defaultdict(list)
+    if wanted:
+        rows = (
+            SourceField.objects.alias(lkey=Lower("key"))
+            .filter(lkey__in=wanted)
+            .annotate(low=Lower("key"))
+            .order_by("source__collector__name", "source__name", "source_id")
+            .values_list("low", "source_id", "source__name", "source__collector__name")
+        )
+        for low, source_id, name, collector in rows:
+            if len(by_key[low]) < SOURCES_LISTED_PER_FIELD:
+                by_key[low].append(
+                    {
+                        "url": reverse("source-detail", args=[source_id]),
+                        "name": name,
+                        "collector": collector,
+                    }
+                )
+    for definition in definitions:
+        definition.users = by_key.get(definition.name.lower(), [])
+        definition.more_users = definition.source_count - len(definition.users)
+
+
 def _render(request, form: FieldDefinitionForm, status: int = 200):
     definitions = list(definitions_with_usage())
+    attach_users(definitions)
     return render(
         request,
         "collectors/fields.html",

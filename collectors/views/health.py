@@ -3,8 +3,6 @@ its detail view, and the source page with its Restart action."""
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
@@ -12,12 +10,13 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from collectors import crypto, health, retry
+from collectors import cells, crypto, health, retry
 from collectors.choices import SourceState
 from collectors.models import HealthEvent, HostedCollector, Source
 from collectors.permissions import MANAGE, VIEW, require
 from collectors.search import HealthEventFilterForm
 from collectors.tasks import dispatch_soon
+from collectors.views.collection import sources_with_health
 
 EVENTS_PER_PAGE = 50
 # Errors before warnings ("error" < "warning"), then the most recent first.
@@ -158,9 +157,9 @@ def _quota_blocked_until(source: Source):
 @require_GET
 def source_detail(request, pk: int):
     """What a source is doing: state and timeline, checkpoint, retries, volume."""
-    source = get_object_or_404(Source.objects.select_related("collector"), pk=pk)
+    source = get_object_or_404(sources_with_health().select_related("collector"), pk=pk)
     now = timezone.now()
-    collected = source.messages.all()
+    data = cells.RowData.load(now, [source], [])
     gives_up_at = (
         retry.window_end(source.error_streak_started)
         if source.error_streak_started
@@ -173,12 +172,13 @@ def source_detail(request, pk: int):
             "nav": "collection",
             "source": source,
             "transitions": source.transitions.all(),
-            "open_events": HealthEvent.objects.open().filter(source=source),
+            "open_events": HealthEvent.objects.open()
+            .filter(source=source)
+            .select_related("source"),
             "gives_up_at": gives_up_at,
-            "messages_total": collected.count(),
-            "messages_24h": collected.filter(
-                receipt_time__gte=now - timedelta(hours=24)
-            ).count(),
+            "messages_total": source.messages.count(),
+            "cells": cells.safe(cells.source_cells(source, data)),
+            "now": now,
             "requests_today": _requests_today(source),
             "daily_quota": getattr(settings, "KNOWBE4_DAILY_QUOTA", None),
             "quota_blocked_until": _quota_blocked_until(source),

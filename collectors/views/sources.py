@@ -10,7 +10,7 @@ from django.views.decorators.http import require_http_methods, require_safe
 
 from collectors.choices import SourceState
 from collectors.forms import SourceForm
-from collectors.models import HostedCollector, Source
+from collectors.models import HealthEvent, HostedCollector, Source
 from collectors.permissions import MANAGE, require
 from collectors.tasks import dispatch_soon
 from collectors.views.collection import refuse_if_deleting
@@ -61,6 +61,17 @@ def _report_dropped(request, form: SourceForm) -> None:
 
 
 def _render_form(request, form: SourceForm, source: Source | None = None):
+    """The form; editing a source with open health events shows them on top,
+    so the fix is made looking at the error it fixes."""
+    open_events = (
+        list(
+            HealthEvent.objects.open()
+            .filter(source=source)
+            .order_by("severity", "-last_seen", "-id")
+        )
+        if source is not None
+        else []
+    )
     return render(
         request,
         "collectors/source_form.html",
@@ -68,6 +79,7 @@ def _render_form(request, form: SourceForm, source: Source | None = None):
             "form": form,
             "collector": form.collector,
             "source": source,
+            "open_events": open_events,
             "nav": "collection",
         },
     )

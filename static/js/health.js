@@ -6,9 +6,11 @@
  *   the icon's data-health-url) opens in #health-panel-slot; focus moves into
  *   it; Escape or the close button closes it and focus returns to the icon.
  * - While the tab is visible, poll the collection-status endpoint every few
- *   seconds and update state labels and icons in place.
- * Plain JS, no framework; everything the server says arrives as text, never HTML
- * except the panel fragment, which the server rendered and escaped.
+ *   seconds and put the cells it renders (health, status with backfill
+ *   progress and the states just passed, messages, activity) in place; rows
+ *   whose resource is gone leave the page.
+ * Plain JS, no framework; the only markup inserted is what the server
+ * rendered and escaped (cells and the panel fragment).
  */
 (function () {
   "use strict";
@@ -168,55 +170,80 @@
 
   /* ---- polling ------------------------------------------------------------ */
 
-  function rowIcon(row) {
-    var icons = row.querySelectorAll(".status-icon");
-    for (var i = 0; i < icons.length; i++) {
-      if (icons[i].closest("[data-source-id],[data-collector-id]") === row) return icons[i];
+  // The server renders every live cell (collectors/cells.py); this only puts
+  // its markup in place. `served` remembers what the server last sent for a
+  // cell, so an unchanged cell is left alone (and keeps focus and hover).
+  var served = new WeakMap();
+  var since = (function () {
+    var el = document.querySelector("[data-status-since]");
+    return el ? el.getAttribute("data-status-since") : "";
+  })();
+
+  function ownCells(row) {
+    var out = [];
+    row.querySelectorAll("[data-live]").forEach(function (cell) {
+      if (cell.closest("[data-source-id],[data-collector-id]") === row) out.push(cell);
+    });
+    return out;
+  }
+
+  function putCell(cell, markup) {
+    if (markup === undefined || served.get(cell) === markup) return false;
+    if (!served.has(cell) && cell.innerHTML === markup) {
+      served.set(cell, markup);
+      return false;
     }
-    return null;
+    var icon = cell.querySelector(".status-icon");
+    var wasOpener = icon && icon === opener;
+    var hadFocus = cell.contains(document.activeElement);
+    cell.innerHTML = markup;
+    served.set(cell, markup);
+    var fresh = cell.querySelector(".status-icon");
+    if (wasOpener && fresh) {
+      opener = fresh;
+      fresh.setAttribute("aria-expanded", "true");
+    }
+    if (hadFocus) {
+      var again = fresh || cell.querySelector("a,button,[tabindex]");
+      if (again) again.focus({ preventScroll: true });
+    }
+    return Boolean(wasOpener);
   }
 
-  function applyLook(icon, item) {
-    var changed = icon.dataset.tooltip !== item.tooltip || icon.dataset.status !== item.status;
-    icon.className = icon.className.replace(/\bstatus-(green|orange|red|grey)\b/g, "").trim();
-    icon.classList.add("status-" + item.colour);
-    icon.dataset.status = item.status;
-    icon.dataset.errors = item.errors;
-    icon.dataset.warnings = item.warnings;
-    icon.dataset.tooltip = item.tooltip;
-    icon.dataset.lastSuccess = item.last_success_text;
-    icon.setAttribute(
-      "aria-label",
-      "Health: " + item.label + ", " + item.tooltip + ". " + item.last_success_text
-    );
-    var img = icon.querySelector("img");
-    if (img && img.getAttribute("src") !== item.icon) img.setAttribute("src", item.icon);
-    return changed;
+  function applyRow(row, item) {
+    var refreshPanel = false;
+    ownCells(row).forEach(function (cell) {
+      var changed = putCell(cell, item.cells[cell.getAttribute("data-live")]);
+      if (changed && cell.getAttribute("data-live") === "health") refreshPanel = true;
+    });
+    return refreshPanel;
   }
 
-  function applyState(row, item) {
-    var label = row.querySelector("[data-state]");
-    if (!label || label.dataset.stateKey === item.state) return;
-    label.className = label.className.replace(/\bstate-[a-z]+\b/g, "").trim();
-    label.classList.add("state-" + item.state);
-    label.textContent = item.state_label;
-    label.dataset.stateKey = item.state;
+  function removeGone(gone) {
+    (gone.sources || []).forEach(function (id) {
+      document.querySelectorAll('[data-source-id="' + id + '"]').forEach(function (row) {
+        if (row.tagName === "TR") row.remove();
+      });
+    });
+    (gone.collectors || []).forEach(function (id) {
+      var group = document.querySelector('[data-group="' + id + '"]');
+      if (group) group.remove();
+    });
   }
 
   function apply(data) {
     var refreshPanel = false;
-    function each(items, attr, withState) {
+    function each(items, attr) {
       items.forEach(function (item) {
-        var rows = document.querySelectorAll("[" + attr + '="' + item.id + '"]');
-        rows.forEach(function (row) {
-          if (withState) applyState(row, item);
-          var icon = rowIcon(row);
-          if (icon && applyLook(icon, item) && icon === opener) refreshPanel = true;
+        document.querySelectorAll("[" + attr + '="' + item.id + '"]').forEach(function (row) {
+          if (applyRow(row, item)) refreshPanel = true;
         });
       });
     }
-    each(data.sources || [], "data-source-id", true);
-    each(data.collectors || [], "data-collector-id", false);
+    each(data.sources || [], "data-source-id");
+    each(data.collectors || [], "data-collector-id");
+    if (data.gone) removeGone(data.gone);
+    if (data.now) since = data.now;
     if (refreshPanel && openUrl) {
       fetchPanel(openUrl).then(function (html) {
         if (!openUrl) return;
@@ -244,6 +271,7 @@
     var sources = idsOf("data-source-id");
     if (collectors) params.set("collectors", collectors);
     if (sources) params.set("sources", sources);
+    if (since) params.set("since", since);
     return statusUrl + (statusUrl.indexOf("?") < 0 ? "?" : "&") + params.toString();
   }
 
@@ -279,10 +307,6 @@
     }
   });
 
-  document.querySelectorAll("[data-state]").forEach(function (label) {
-    var m = /\bstate-([a-z]+)\b/.exec(label.className);
-    if (m) label.dataset.stateKey = m[1];
-  });
   if (document.visibilityState === "visible") startPolling();
 
   window.knowbe4Health = { poll: poll, close: closePanel };
