@@ -200,7 +200,7 @@ def email_text(payload: dict) -> str:
     for name, url in payload["links"].items():
         lines.append(f"{name.capitalize()}: {url}")
     if payload["messages"]:
-        lines += ["", "Matching messages (newest first):"]
+        lines += ["", "Matching messages (latest stored first):"]
         for m in payload["messages"]:
             lines.append(
                 f"- {m['message_time']} {m['source_name']} {m['event_type']} "

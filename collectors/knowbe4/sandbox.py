@@ -32,6 +32,8 @@ The control interface (no key; refused unless the caller is on loopback):
                                    "waiting"}. Tests use it to stop a collector
                                    at an exact point, whatever the machine's
                                    speed.
+    POST   /_sandbox/webhook       a receiver for `make run`'s demo webhook
+                                   notifications (GET: the last 100 bodies)
 
 Faults that replace the answer (status, html, ...) do not count against the
 key's limits; slow, truncate and reset alter a real answer, which does.
@@ -283,6 +285,8 @@ class SandboxState:
         self.gate_allow: int | None = None
         self.gate_passed = 0
         self.gate_waiting = 0
+        # `make run`'s demo webhook connection posts here (the last 100 kept).
+        self.webhooks: deque[dict] = deque(maxlen=100)
 
     # ----- the gate -------------------------------------------------------
 
@@ -1037,6 +1041,14 @@ class _Control:
                 state.set_gate(allow)
             if method in ("POST", "GET"):
                 return _Response(200, _json({"data": state.gate_status()}))
+        elif path == "/_sandbox/webhook":
+            if method == "POST":  # a local receiver for the demo's notifications
+                with state.lock:
+                    state.webhooks.append(body)
+                return _Response(200, _json({"received": True}))
+            if method == "GET":
+                with state.lock:
+                    return _Response(200, _json({"data": list(state.webhooks)}))
         elif path == "/_sandbox/config" and method == "GET":
             return _Response(200, _json({"data": state_config(state)}))
         else:

@@ -26,6 +26,7 @@ import time
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from alerts.demo import ensure_demo
 from collectors.management.commands.ensure_admin import AdminAccount, ensure_admin
 
 SANDBOX_HOST = "127.0.0.1"
@@ -58,13 +59,16 @@ def parse_addr(addr: str) -> tuple[str, int]:
     return host or "127.0.0.1", int(port)
 
 
-def banner(url: str, admin: AdminAccount, sandbox_key: str | None) -> str:
+def banner(
+    url: str, admin: AdminAccount, sandbox_key: str | None, demo: list[str] = ()
+) -> str:
     """The start-up block: where to go, how to sign in, which key to use."""
     lines = [f"knowbe4sumo is running at {url}", *admin.lines()]
     if sandbox_key:
         lines += [
             "KnowBe4 sandbox: add a source with Base URL 'Sandbox (local)'",
             f"  and API key {sandbox_key}",
+            *demo,
         ]
     lines.append("Ctrl-C stops everything.")
     rule = "=" * max(len(line) for line in lines)
@@ -146,12 +150,15 @@ class Command(BaseCommand):
         host, port = parse_addr(addr)
         admin = ensure_admin()
         env = dict(os.environ)
+        # Links in notifications point at this web app unless told otherwise.
+        env.setdefault("SITE_URL", f"http://{host}:{port}")
         py = [sys.executable, "manage.py"]
         commands = [
             [*py, "runserver", f"{host}:{port}", "--noreload"],
             [*py, "qcluster"],
         ]
         key = None
+        demo: list[str] = []
         if not no_sandbox:
             key = sandbox_api_key()
             extra = [e for e in env.get("KNOWBE4_EXTRA_BASE_URLS", "").split(",") if e]
@@ -159,6 +166,9 @@ class Command(BaseCommand):
                 [*extra, sandbox_entry(sandbox_port)]
             )
             env["KNOWBE4_SANDBOX_API_KEY"] = key
+            # The demo's webhook connection posts to the sandbox on loopback.
+            env["EGRESS_ALLOW_PRIVATE"] = "1"
+            demo = ensure_demo(f"http://{SANDBOX_HOST}:{sandbox_port}")
             commands.append(
                 [
                     *py,
@@ -177,9 +187,8 @@ class Command(BaseCommand):
                 for cmd in commands
             ]
             if wait_until_listening(procs, host, port, READY_TIMEOUT_SECONDS):
-                self.stdout.write(
-                    self.style.SUCCESS(banner(f"http://{host}:{port}/", admin, key))
-                )
+                url = f"http://{host}:{port}/"
+                self.stdout.write(self.style.SUCCESS(banner(url, admin, key, demo)))
             else:  # Still say how to sign in: a generated password is shown once.
                 self.stderr.write("The web app did not start; see the output above.")
                 self.stdout.write("\n".join(admin.lines()))
