@@ -15,7 +15,8 @@ from django.apps import apps
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management import call_command
-from django.db import transaction
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from alerts.models import Notification
@@ -362,3 +363,23 @@ def test_it_lets_a_role_user_sign_in_with_a_password(client):
     )
     assert response.status_code == 302
     assert client.get(reverse("collection")).status_code == 200
+
+
+@pytest.mark.parametrize("role", ["Viewer", "Collector manager"])
+def test_it_checks_the_role_in_constant_queries(
+    client, role, django_assert_num_queries
+):
+    """The role's permissions are read once per request, not once per row."""
+    sign_in(client, role)
+
+    def queries_for(n: int) -> int:
+        for i in range(n):
+            make_source(make_collector(f"{role} {n}-{i}"))
+        with CaptureQueriesContext(connection) as ctx:
+            assert client.get(reverse("collection")).status_code == 200
+        return len(ctx.captured_queries)
+
+    few = queries_for(2)
+    assert queries_for(10) == few
+    with django_assert_num_queries(few):
+        client.get(reverse("collection"))
