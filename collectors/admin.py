@@ -18,6 +18,7 @@ from collectors.models import (
     HealthEvent,
     HostedCollector,
     LogMessage,
+    QuarantinedEvent,
     Source,
     SourceField,
     StateTransition,
@@ -254,6 +255,25 @@ class LogMessageAdmin(ReadOnlyAdmin):
     search_fields = ["=event_id", "user_email", "source_name"]
     list_select_related = ["source"]
     show_full_result_count = False
+
+
+@admin.register(QuarantinedEvent)
+class QuarantinedEventAdmin(ReadOnlyAdmin):
+    list_display = ["created", "source", "day", "page", "event_id", "reason_code"]
+    list_filter = ["reason_code", "reprocessed_at"]
+    list_select_related = ["source"]
+    fields = [
+        "source",
+        "day",
+        "page",
+        "event_id",
+        "reason_code",
+        "reason",
+        "raw_text",
+        "created",
+        "reprocessed_at",
+    ]
+    readonly_fields = fields
 
 
 @admin.register(ApiKeyUsage)

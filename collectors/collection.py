@@ -33,12 +33,13 @@ from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
 
 from django.conf import settings
-from django.db import connection, reset_queries, transaction
+from django.db import DataError, IntegrityError, connection, reset_queries, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from collectors import crypto, health, retry
+from collectors import crypto, health, quarantine, retry
 from collectors.choices import ErrorType, Severity, SourceState
+from collectors.knowbe4 import events
 from collectors.knowbe4.client import (
     ConfigError,
     EventsPage,
@@ -46,7 +47,6 @@ from collectors.knowbe4.client import (
     QuotaExceeded,
     TooManyRequests,
     TransientError,
-    parse_occurred,
 )
 from collectors.knowbe4.client import scrub as client_scrub
 from collectors.models import FieldDefinition, LogMessage, Source
@@ -209,6 +209,155 @@ def _insert_unnest(rows: list[tuple]) -> int:
     with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cur:
         cur.execute(_unnest_sql(), columns, prepare=False)
         return len(cur.fetchall())
+
+
+# --- building and storing rows ------------------------------------------------
+
+
+def _width(column: str) -> int:
+    """A LogMessage column's width, from the model (never repeated here)."""
+    return LogMessage._meta.get_field(column).max_length
+
+
+def _raw_json(event: dict) -> str:
+    """`raw`: the event as received; \\u escapes for what UTF-8 cannot encode
+    (a lone surrogate sent as \\ud800), so the database can hold it."""
+    raw = RAW_JSON.encode(event)
+    if not raw.isascii():
+        try:
+            raw.encode("utf-8")
+        except UnicodeEncodeError:
+            raw = json.dumps(event, separators=(",", ":"))
+    return raw
+
+
+def _text(value: object, width: int) -> str:
+    """A display column: text the database can hold, cut to its width."""
+    return events.storable(str(value or ""))[:width]
+
+
+class MessageWriter:
+    """Turns one source's events into LogMessage rows and INSERTs them.
+
+    The metadata (source, category, collector, the fields the schema keeps)
+    is read once, when the writer is made. Used by a collection run for each
+    page and by Reprocess for quarantined events.
+    """
+
+    def __init__(self, source: Source, checker=None) -> None:
+        self.source = source
+        self.checker = checker
+        self.adapt_time = time_adapter()
+        self.id_max = _width("event_id")
+        self.type_max = _width("event_type")
+        self.email_max = _width("user_email")
+        self.fields: dict[str, str] = {}
+        self.dropped: list[str] = []
+        enabled = {
+            name.lower(): name
+            for name in FieldDefinition.objects.filter(enabled=True).values_list(
+                "name", flat=True
+            )
+        }
+        for key, value in source.fields.values_list("key", "value"):
+            if key.lower() in enabled:
+                self.fields[enabled[key.lower()]] = value
+            else:
+                self.dropped.append(key)
+        field = LogMessage._meta.get_field("fields")
+        self.metadata = (
+            _text(source.name, _width("source_name")),
+            _text(source.category, _width("source_category")),
+            _text(source.collector.name, _width("collector_name")),
+            field.get_db_prep_save(self.fields, connection),
+        )
+
+    def split_entries(
+        self, data: list, body: bytes
+    ) -> tuple[list[dict], list[events.Rejected]]:
+        """(storable events, rejected entries) of a list of page entries."""
+        return events.split(data, body, self.id_max, self.checker)
+
+    def row(self, event: dict, received) -> tuple:
+        """One LogMessage row (COLUMNS order) of a storable event: the raw JSON
+        as received and the metadata, already adapted for the database."""
+        event_type = event.get("event_type")
+        risk = event.get("risk")
+        user = event.get("user")
+        level = risk.get("level") if isinstance(risk, dict) else None
+        email = user.get("email") if isinstance(user, dict) else None
+        return (
+            self.source.pk,
+            event["id"],
+            _raw_json(event),
+            self.adapt_time(events.parse_occurred(event["occurred_date"])),
+            received,
+            *self.metadata,
+            _text(event_type.get("name"), self.type_max)
+            if isinstance(event_type, dict)
+            else "",
+            level
+            if isinstance(level, int)
+            and not isinstance(level, bool)
+            and -32768 <= level <= 32767
+            else None,
+            _text(email, self.email_max),
+        )
+
+    def rows(self, good: list[dict], received: datetime) -> list[tuple]:
+        """The rows of storable events, each id once (a page may repeat one)."""
+        by_id: dict[str, dict] = {}
+        for event in good:
+            by_id.setdefault(event["id"], event)
+        at = self.adapt_time(received)
+        return [self.row(e, at) for e in by_id.values()]
+
+    def insert(self, rows: list[tuple]) -> tuple[int, list[events.Rejected]]:
+        """INSERT the rows, skipping (source, event id) already stored; return
+        (how many were new, rows the database refused). Inside a transaction.
+
+        One statement per page, no model instances: the benchmark's 5,000
+        events/s leaves no room for the ORM's per-field work. Should the
+        database refuse the page for what a row holds (a DataError, say), the
+        rows go again one by one, each in a savepoint, and only those it
+        still refuses come back, to be quarantined.
+        """
+        if not rows:
+            return 0, []
+        try:
+            with transaction.atomic():
+                return self._insert(rows), []
+        except (DataError, IntegrityError, ValueError):
+            if len(rows) == 1:
+                return 0, [self._refused(rows[0])]
+        stored, refused = 0, []
+        for row in rows:
+            try:
+                with transaction.atomic():
+                    stored += self._insert([row])
+            except (DataError, IntegrityError, ValueError):
+                refused.append(self._refused(row))
+        return stored, refused
+
+    @staticmethod
+    def _insert(rows: list[tuple]) -> int:
+        if connection.vendor == "postgresql":
+            return _insert_unnest(rows)
+        sql, params = _values_insert(rows)
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return len(cursor.fetchall())
+
+    @staticmethod
+    def _refused(row: tuple) -> events.Rejected:
+        """A row the database refused, as a quarantine item (its raw JSON)."""
+        logger.warning("source %s: the database refused event %r", row[0], row[1])
+        return events.Rejected(
+            row[2].encode("utf-8", "surrogatepass"),
+            "refused_by_database",
+            "The database refused the event as it is.",
+            row[1],
+        )
 
 
 # --- the lease ----------------------------------------------------------------
@@ -482,11 +631,8 @@ class _Run:
         self.secret = ""
         self.key_hash = ""
         self.result = RunResult(source_id, "collected")
-        self.fields: dict[str, str] = {}
-        self.dropped: list[str] = []
+        self.writer: MessageWriter | None = None
         self.dropped_counts: dict[str, int] = {}
-        self.metadata: tuple = ()
-        self.adapt_time = time_adapter()
 
     # The outer frame: classify whatever happens.
     def execute(self) -> RunResult:
@@ -571,7 +717,8 @@ class _Run:
         api_key = source.get_api_key()
         self.secret = api_key
         self.key_hash = crypto.key_fingerprint(api_key)
-        self._load_fields()
+        self.writer = MessageWriter(source)
+        self.dropped_counts = dict(source.dropped_fields or {})
         self._advance(
             SourceState.INITIALIZED,
             (SourceState.STARTED,),
@@ -613,7 +760,7 @@ class _Run:
                     following = self._next(events_page, day, last)
                     if following[0] is not None and not self._out_of_budget(1):
                         fetch.ahead(following[0], following[1])
-                    day, page = self._store(events_page, day, following)
+                    day, page = self._store(events_page, day, page, following)
                     self._advance(
                         SourceState.COLLECTING,
                         (
@@ -637,92 +784,38 @@ class _Run:
         self, events_page: EventsPage, day: date, last: date
     ) -> tuple[date | None, int, date | None]:
         """(next day, next page, last complete day) after this page."""
-        if events_page.next_page is not None and events_page.events:
+        if events_page.next_page is not None and (
+            events_page.events or events_page.unreadable
+        ):
             return day, events_page.next_page, self.source.last_complete_day
         following = day + timedelta(days=1) if day < last else None
         return following, 1, max(filter(None, (self.source.last_complete_day, day)))
 
-    def _load_fields(self) -> None:
-        """The source's fields kept on messages, and the ones dropped."""
-        enabled = {
-            name.lower(): name
-            for name in FieldDefinition.objects.filter(enabled=True).values_list(
-                "name", flat=True
-            )
-        }
-        for key, value in self.source.fields.values_list("key", "value"):
-            if key.lower() in enabled:
-                self.fields[enabled[key.lower()]] = value
-            else:
-                self.dropped.append(key)
-        self.dropped_counts = dict(self.source.dropped_fields or {})
-        field = LogMessage._meta.get_field("fields")
-        self.metadata = (
-            self.source.name,
-            self.source.category,
-            self.source.collector.name,
-            field.get_db_prep_save(self.fields, connection),
-        )
-
-    def _row(self, event: dict, received) -> tuple:
-        """One LogMessage row (COLUMNS order): the raw JSON as received and
-        today's metadata, already adapted for the database."""
-        event_id = str(event["id"])
-        if len(event_id) > 64:
-            raise TransientError("malformed_event", "KnowBe4 sent an over-long id.")
-        event_type = event.get("event_type")
-        risk = event.get("risk")
-        user = event.get("user")
-        level = risk.get("level") if isinstance(risk, dict) else None
-        email = user.get("email") if isinstance(user, dict) else None
-        return (
-            self.source.pk,
-            event_id,
-            RAW_JSON.encode(event),
-            self.adapt_time(parse_occurred(event["occurred_date"])),
-            received,
-            *self.metadata,
-            str(event_type.get("name") or "")[:255]
-            if isinstance(event_type, dict)
-            else "",
-            level
-            if isinstance(level, int)
-            and not isinstance(level, bool)
-            and -32768 <= level <= 32767
-            else None,
-            str(email or "")[:254],
-        )
-
-    def _insert(self, rows: list[tuple]) -> int:
-        """INSERT the rows, skipping (source, event id) already stored; return
-        how many were new. One statement per page, no model instances: the
-        benchmark's 5,000 events/s leaves no room for the ORM's per-field work.
-        """
-        if not rows:
-            return 0
-        if connection.vendor == "postgresql":
-            return _insert_unnest(rows)
-        sql, params = _values_insert(rows)
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            return len(cursor.fetchall())
-
     def _store(
-        self, events_page: EventsPage, day: date, following: tuple
+        self, events_page: EventsPage, day: date, page: int, following: tuple
     ) -> tuple[date | None, int]:
-        """Commit the page's new messages and the checkpoint in one transaction."""
+        """Commit the page's new messages and the checkpoint in one transaction.
+
+        Entries that cannot be stored go to quarantine in that transaction;
+        they never fail the page (see `quarantine`).
+        """
         source = self.source
+        writer = self.writer
         received = timezone.now()
         next_day, next_page, complete = following
-        by_id: dict[str, dict] = {}
-        for event in events_page.events:
-            by_id.setdefault(str(event["id"]), event)
-        at = self.adapt_time(received)
-        rows = [self._row(e, at) for e in by_id.values()]
+        if events_page.unreadable:
+            good, rejected = (
+                [],
+                [events.whole_page(events_page.body, events_page.unreadable)],
+            )
+        else:
+            good, rejected = writer.split_entries(events_page.events, events_page.body)
+        rows = writer.rows(good, received)
         with transaction.atomic():
-            stored = self._insert(rows)
+            stored, refused = writer.insert(rows)
+            quarantine.add(source, day, page, rejected + refused)
             dropped = dict(self.dropped_counts)
-            for key in self.dropped:
+            for key in writer.dropped:
                 dropped[key] = dropped.get(key, 0) + stored
             moved = (
                 Source.objects.filter(pk=source.pk, lease_owner=self.owner)

@@ -49,7 +49,7 @@ from django.db.models.signals import pre_delete
 from django.dispatch import receiver
 from django.utils import timezone
 
-from collectors.choices import EVENT_NAME_FOR_ERROR_TYPE, Severity
+from collectors.choices import EVENT_NAME_FOR_ERROR_TYPE, HealthEventName, Severity
 from collectors.models import HealthEvent, HostedCollector, Source, StateTransition
 
 logger = logging.getLogger(__name__)
@@ -179,6 +179,8 @@ def resolve(resource: models.Model | Resource | int, event_name: str = "") -> in
     events = HealthEvent.objects.for_resource(kind, pk).filter(resolved_at__isnull=True)
     if event_name:
         events = events.filter(event_name=event_name)
+    else:  # The quarantine Warning stays open while events are left in it.
+        events = events.exclude(event_name=HealthEventName.EVENTS_NOT_STORED)
     resolved = events.update(resolved_at=timezone.now())
     if resolved:
         logger.info("%s %s: %d health event(s) resolved", kind, pk, resolved)

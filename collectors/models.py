@@ -766,3 +766,52 @@ class UserPreference(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user_id}: {self.time_zone}"
+
+
+class QuarantinedEventQuerySet(models.QuerySet):
+    """Queries for the quarantine list and its Warning."""
+
+    def pending(self) -> QuarantinedEventQuerySet:
+        """Rows still waiting: not stored by a Reprocess yet."""
+        return self.filter(reprocessed_at__isnull=True)
+
+
+class QuarantinedEvent(models.Model):
+    """An event KnowBe4 sent that could not be stored as it is (or a whole
+    page whose events could not be told apart), kept verbatim.
+
+    Collection moves past it; Reprocess on the source page tries it again
+    (after an upgrade that fixes the cause) and sets `reprocessed_at` once it
+    is stored. The same bytes are kept once per source (`digest`), so a page
+    read again in the re-scan window adds no second copy.
+    """
+
+    source = models.ForeignKey(Source, models.CASCADE, related_name="quarantined")
+    day = models.DateField()
+    page = models.PositiveIntegerField()
+    event_id = models.CharField(max_length=64, blank=True)
+    reason_code = models.CharField(max_length=32)
+    reason = models.CharField(max_length=500)
+    raw = models.BinaryField()
+    digest = models.CharField(max_length=64)
+    created = models.DateTimeField(default=timezone.now)
+    reprocessed_at = models.DateTimeField(null=True, blank=True)
+
+    objects = QuarantinedEventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["created", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["source", "digest"], name="quarantined_once_per_source"
+            ),
+        ]
+        indexes = [models.Index(fields=["source", "reprocessed_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.source_id} {self.day} p{self.page}: {self.reason_code}"
+
+    @property
+    def raw_text(self) -> str:
+        """The raw bytes as text for display (undecodable bytes replaced)."""
+        return bytes(self.raw).decode("utf-8", "replace")

@@ -11,6 +11,11 @@ urlpatterns = [
     path("sources/<int:pk>/health/", health.source_health, name="source-health"),
     path("sources/<int:pk>/restart/", health.source_restart, name="source-restart"),
     path(
+        "sources/<int:pk>/reprocess/",
+        health.source_reprocess,
+        name="source-reprocess",
+    ),
+    path(
         "collectors/<int:pk>/health/", health.collector_health, name="collector-health"
     ),
     path("collection/status/", status.collection_status, name="collection-status"),

@@ -269,8 +269,6 @@ def test_it_classifies_an_html_error_page_without_quoting_it():
 @pytest.mark.parametrize(
     "doc, code",
     [
-        ({"meta": envelope([])["meta"]}, "missing_data"),
-        ({"data": {}, "meta": envelope([])["meta"]}, "missing_data"),
         ({"data": []}, "missing_meta"),
         ([], "missing_data"),
         ({**envelope([event()]), "meta": {"next_page": "2"}}, "malformed_meta"),
@@ -281,6 +279,20 @@ def test_it_classifies_a_broken_envelope(doc, code):
     responses.get(URL, json=doc)
     exc = fetch_error()
     assert type(exc) is TransientError and exc.code == code
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [{"meta": envelope([])["meta"]}, {"data": {}, "meta": envelope([], 2)["meta"]}],
+)
+@responses.activate
+def test_it_reads_a_json_page_without_a_data_list_as_unreadable(doc):
+    """Not retried: the engine quarantines it whole and follows its meta."""
+    responses.get(URL, json=doc)
+    result = make_client().list_events(DAY, 1)
+    assert result.events == [] and result.unreadable
+    assert result.next_page == doc["meta"]["next_page"]
+    assert json.loads(result.body) == doc
 
 
 @pytest.mark.parametrize(
@@ -295,10 +307,11 @@ def test_it_classifies_a_broken_envelope(doc, code):
     ],
 )
 @responses.activate
-def test_it_classifies_a_malformed_event(bad):
+def test_it_leaves_a_malformed_event_to_the_engine(bad):
+    """One bad event does not fail its page: the client passes it on as sent."""
     responses.get(URL, json=envelope([event(1), bad]))
-    exc = fetch_error()
-    assert type(exc) is TransientError and exc.code == "malformed_event"
+    result = make_client().list_events(DAY, 1)
+    assert result.events == [event(1), bad]
 
 
 @pytest.mark.parametrize(

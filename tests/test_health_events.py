@@ -88,16 +88,16 @@ def test_it_our_own_failure_is_a_first_party_error_and_stores_nothing(
     settings, sb, clock, collector, monkeypatch
 ):
     source = es.sandbox_source(settings, sb, collector)
-    real = collection._Run._insert
+    real = collection.MessageWriter.insert
     broken = {"on": True}
 
-    def insert(run, rows):
-        stored = real(run, rows)  # Rows written, then the database fails.
+    def insert(writer, rows):
+        stored = real(writer, rows)  # Rows written, then the database fails.
         if broken["on"]:
             raise OperationalError("database is locked")
         return stored
 
-    monkeypatch.setattr(collection._Run, "_insert", insert)
+    monkeypatch.setattr(collection.MessageWriter, "insert", insert)
 
     assert collection.run(source.pk).outcome == "retrying"
 

@@ -101,6 +101,7 @@ EXPECTED: dict[str, Expect] = {
     "source-detail": Expect(VIEW, args=_pk("source")),
     "source-health": Expect(VIEW, args=_pk("source")),
     "source-restart": Expect(MANAGE, get=405, post=302, args=_pk("source")),
+    "source-reprocess": Expect(MANAGE, get=405, post=302, args=_pk("source")),
     "collector-health": Expect(VIEW, args=_pk("collector")),
     "collection-status": Expect(VIEW),
     "health-events": Expect(VIEW),

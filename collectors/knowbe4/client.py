@@ -23,6 +23,7 @@ import requests
 import urllib3
 
 from collectors.choices import ErrorType
+from collectors.knowbe4 import events
 
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 30.0
@@ -71,11 +72,20 @@ class QuotaExceeded(TransientError):
 
 @dataclass
 class EventsPage:
-    """One page of `GET /events`."""
+    """One page of `GET /events`.
 
-    events: list[dict]
+    `events` is the `data` list as sent: which entries can be stored is the
+    engine's decision (`knowbe4.events.split`), made with the page's `body`
+    so that a rejected entry keeps its own bytes. `unreadable` says why a
+    JSON page with a usable `meta` has no `data` list (it is then quarantined
+    whole and collection moves past it).
+    """
+
+    events: list
     next_page: int | None
     meta: dict = field(default_factory=dict)
+    body: bytes = b""
+    unreadable: str = ""
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -351,7 +361,8 @@ class KnowBe4Client:
         return doc["data"]
 
     def _parse_page(self, body: bytes) -> EventsPage:
-        """Validate the `{"data": [...], "meta": {...}}` envelope and each event."""
+        """Validate the `{"data": [...], "meta": {...}}` envelope (not the events:
+        one bad event must not fail its page)."""
         try:
             doc = json.loads(body)
         except ValueError:
@@ -365,7 +376,7 @@ class KnowBe4Client:
                 "invalid_json",
                 f"KnowBe4 sent invalid JSON (possibly truncated; {len(body)} bytes).",
             ) from None
-        if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
+        if not isinstance(doc, dict):
             raise TransientError(
                 "missing_data", "KnowBe4's response has no 'data' list."
             )
@@ -374,17 +385,6 @@ class KnowBe4Client:
             raise TransientError(
                 "missing_meta", "KnowBe4's response has no 'meta' object."
             )
-        for event in doc["data"]:
-            if (
-                not isinstance(event, dict)
-                or not event.get("id")
-                or not event.get("occurred_date")
-            ):
-                raise TransientError(
-                    "malformed_event",
-                    "KnowBe4 sent an event without 'id' or 'occurred_date'.",
-                )
-            parse_occurred(event["occurred_date"])
         next_page = meta.get("next_page")
         if next_page is not None and (
             not isinstance(next_page, int) or isinstance(next_page, bool)
@@ -392,16 +392,20 @@ class KnowBe4Client:
             raise TransientError(
                 "malformed_meta", "KnowBe4's 'meta.next_page' is not a number."
             )
-        return EventsPage(events=doc["data"], next_page=next_page, meta=meta)
+        data = doc.get("data")
+        if not isinstance(data, list):
+            # Well-formed JSON whose events cannot be told apart: the same
+            # answer would come back on every retry, so it is not retried.
+            return EventsPage([], next_page, meta, body, "The page has no 'data' list.")
+        return EventsPage(events=data, next_page=next_page, meta=meta, body=body)
 
 
 def parse_occurred(value: str) -> datetime:
     """Parse an event's `occurred_date` (ISO 8601, UTC) or raise TransientError."""
     try:
-        when = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
+        return events.parse_occurred(value)
+    except events.UnreadableDate:
         raise TransientError(
             "malformed_event",
             f"KnowBe4 sent an unreadable occurred_date {str(value)[:40]!r}.",
         ) from None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)

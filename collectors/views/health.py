@@ -7,10 +7,11 @@ from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.defaultfilters import pluralize
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from collectors import cells, crypto, health, retry
+from collectors import cells, crypto, health, quarantine, retry
 from collectors.choices import SourceState
 from collectors.models import HealthEvent, HostedCollector, Source
 from collectors.permissions import MANAGE, VIEW, require
@@ -19,6 +20,8 @@ from collectors.tasks import dispatch_soon
 from collectors.views.collection import sources_with_health
 
 EVENTS_PER_PAGE = 50
+# Quarantined events listed on the source page (the oldest first).
+QUARANTINE_SHOWN = 50
 # Errors before warnings ("error" < "warning"), then the most recent first.
 PANEL_ORDER = ("severity", "-last_seen", "-id")
 
@@ -183,6 +186,8 @@ def source_detail(request, pk: int):
             "daily_quota": getattr(settings, "KNOWBE4_DAILY_QUOTA", None),
             "quota_blocked_until": _quota_blocked_until(source),
             "dropped_fields": sorted(source.dropped_fields.items()),
+            "quarantined": source.quarantined.pending()[:QUARANTINE_SHOWN],
+            "quarantined_total": source.quarantined.pending().count(),
             "can_restart": source.state == SourceState.ERROR,
         },
     )
@@ -201,3 +206,23 @@ def source_restart(request, pk: int):
             request, f"Source “{source.name}” is not in Error: nothing to restart."
         )
     return redirect(source.get_absolute_url())
+
+
+@require(MANAGE)
+@require_POST
+def source_reprocess(request, pk: int):
+    """Reprocess: try the source's quarantined events again (after an upgrade
+    that fixes what made them unstorable); say what came of it."""
+    source = get_object_or_404(Source.objects.select_related("collector"), pk=pk)
+    stored, left = quarantine.reprocess(source)
+    if stored:
+        messages.success(request, f"{stored} event{pluralize(stored)} stored.")
+    if left:
+        messages.warning(
+            request,
+            f"{left} event{pluralize(left)} still cannot be stored; "
+            "they stay in quarantine.",
+        )
+    elif not stored:
+        messages.info(request, "No event is left in quarantine.")
+    return redirect(source.get_absolute_url() + "#quarantine")
