@@ -26,6 +26,10 @@ logger = logging.getLogger(__name__)
 
 DISPATCH_NAME = "knowbe4sumo: dispatch due sources"
 DISPATCH_FUNC = "collectors.tasks.dispatch"
+RETENTION_NAME = "knowbe4sumo: apply retention"
+RETENTION_FUNC = "collectors.tasks.apply_retention"
+# The daily retention run, at a quiet hour (UTC).
+RETENTION_AT = (3, 17)
 COLLECT_FUNC = "collectors.tasks.collect_source"
 # A queued task not picked up within this time is queued again (lost task).
 DISPATCH_GRACE = timedelta(minutes=5)
@@ -89,12 +93,13 @@ def ensure_schedules(using: str = "default") -> list[str]:
     """Create or update this app's schedules (idempotent); one line each for
     `setup_schedules` to print.
 
-    The dispatcher runs every minute; `catch_up` is off cluster-wide, so a
-    stopped cluster does not replay missed ticks.
+    The dispatcher runs every minute, the retention task daily; `catch_up` is
+    off cluster-wide, so a stopped cluster does not replay missed runs.
     """
     from django_q.models import Schedule
 
-    _, created = Schedule.objects.using(using).update_or_create(
+    schedules = Schedule.objects.using(using)
+    _, created = schedules.update_or_create(
         name=DISPATCH_NAME,
         defaults={
             "func": DISPATCH_FUNC,
@@ -103,8 +108,42 @@ def ensure_schedules(using: str = "default") -> list[str]:
             "repeats": -1,
         },
     )
-    verb = "Created" if created else "Updated"
-    return [f"{verb} schedule '{DISPATCH_NAME}' (every minute)."]
+    lines = [f"{'Created' if created else 'Updated'} schedule '{DISPATCH_NAME}'."]
+    _, created = schedules.update_or_create(
+        name=RETENTION_NAME,
+        defaults={
+            "func": RETENTION_FUNC,
+            "schedule_type": Schedule.DAILY,
+            "repeats": -1,
+        },
+        create_defaults={
+            "func": RETENTION_FUNC,
+            "schedule_type": Schedule.DAILY,
+            "repeats": -1,
+            "next_run": _next_quiet_hour(),
+        },
+    )
+    lines.append(f"{'Created' if created else 'Updated'} schedule '{RETENTION_NAME}'.")
+    return lines
+
+
+def _next_quiet_hour():
+    """The next RETENTION_AT (UTC): the first retention run, then daily."""
+    now = timezone.now()
+    hour, minute = RETENTION_AT
+    at = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
+    return at if at > now else at + timedelta(days=1)
+
+
+def apply_retention() -> str:
+    """The daily schedule: delete what the retention settings no longer keep
+    (collectors/retention.py); returns the counts (stored by django-q2)."""
+    from collectors import retention
+
+    counts = retention.apply()
+    summary = ", ".join(f"{n} {kind}" for kind, n in counts.items())
+    logger.info("retention: deleted %s", summary)
+    return f"deleted {summary}"
 
 
 def dispatch_soon() -> None:

@@ -87,6 +87,8 @@ MIDDLEWARE = [
     # CSP and Permissions-Policy; before WhiteNoise so static files get them too.
     "collectors.security.SecurityHeadersMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # A request that finds SQLite busy past its timeout: 503, not a 500.
+    "collectors.busy.DatabaseBusyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -162,6 +164,15 @@ KNOWBE4_RATE_LIMIT = env.bool("KNOWBE4_RATE_LIMIT", default=True)
 # The account's daily request quota (10 x licensed seats), shown on the source
 # page when known.
 KNOWBE4_DAILY_QUOTA = env.int("KNOWBE4_DAILY_QUOTA", default=None)
+# The whole of one KnowBe4 request, body included: past it, a timeout.
+KNOWBE4_REQUEST_DEADLINE_SECONDS = env.float(
+    "KNOWBE4_REQUEST_DEADLINE_SECONDS", default=60.0
+)
+
+# Retention (the daily task): resolved health events and state transitions
+# older than this many days go; messages only when MESSAGE_RETENTION_DAYS is set.
+HEALTH_RETENTION_DAYS = env.int("HEALTH_RETENTION_DAYS", default=90)
+MESSAGE_RETENTION_DAYS = env.int("MESSAGE_RETENTION_DAYS", default=None)
 
 # Outbound requests (alerts/egress.py): allow http:// and loopback/private
 # destinations. Off in production; on for a lab, the demo and local receivers.

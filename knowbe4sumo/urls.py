@@ -8,6 +8,9 @@ from django.urls import include, path
 
 from collectors.views.account import SignInView, preferences
 
+# A busy SQLite database raised outside a view is a 503 too (collectors/busy.py).
+handler500 = "collectors.busy.server_error"
+
 urlpatterns = [
     path("login/", SignInView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),

@@ -103,7 +103,8 @@ def test_it_setup_schedules_is_idempotent(db):
     call_command("setup_schedules", stdout=out)
 
     schedule = Schedule.objects.get(name=tasks.DISPATCH_NAME)
-    assert Schedule.objects.count() == 4  # with the alerts app's two, outputs' one
+    # the dispatcher and retention, the alerts app's two, outputs' one
+    assert Schedule.objects.count() == 5
     assert schedule.func == "collectors.tasks.dispatch"
     assert schedule.schedule_type == Schedule.MINUTES
     assert schedule.minutes == 1

@@ -27,6 +27,9 @@ from collectors.knowbe4 import events
 
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 30.0
+# The whole request, body included (setting KNOWBE4_REQUEST_DEADLINE_SECONDS):
+# a server that drips its answer a byte at a time never trips READ_TIMEOUT.
+TOTAL_TIMEOUT = 60.0
 MAX_BODY_BYTES = 20 * 1024 * 1024
 PER_PAGE = 100
 USER_AGENT = "knowbe4sumo/0.1"
@@ -115,6 +118,24 @@ def _is_read_timeout(exc: BaseException) -> bool:
     return any(isinstance(arg, urllib3.exceptions.ReadTimeoutError) for arg in exc.args)
 
 
+def _deadline_setting() -> float:
+    """KNOWBE4_REQUEST_DEADLINE_SECONDS when Django is configured, else 60 s."""
+    try:
+        from django.conf import settings
+
+        return float(
+            getattr(settings, "KNOWBE4_REQUEST_DEADLINE_SECONDS", TOTAL_TIMEOUT)
+        )
+    except Exception:  # settings not configured (a script using the client alone)
+        return TOTAL_TIMEOUT
+
+
+def _socket_of(resp: requests.Response):
+    """The response's socket (to bound each read by the time left), or None."""
+    connection = getattr(resp.raw, "connection", None)
+    return getattr(connection, "sock", None)
+
+
 def _looks_like_html(body: bytes) -> bool:
     return body.lstrip()[:1] == b"<"
 
@@ -166,6 +187,7 @@ class KnowBe4Client:
         *,
         connect_timeout: float = CONNECT_TIMEOUT,
         read_timeout: float = READ_TIMEOUT,
+        total_timeout: float | None = None,
         throttle: Callable[[], None] | None = None,
         after_request: Callable[[], None] | None = None,
     ) -> None:
@@ -174,7 +196,14 @@ class KnowBe4Client:
         # any request (and never echoed: requests would quote it in its error).
         self.key_usable = bool(api_key) and all(33 <= ord(ch) <= 126 for ch in api_key)
         self.host = urlsplit(self.base_url).netloc
-        self.timeout = (connect_timeout, read_timeout)
+        self.total_timeout = (
+            total_timeout if total_timeout is not None else _deadline_setting()
+        )
+        # No single wait may outlast the whole request's deadline either.
+        self.timeout = (
+            min(connect_timeout, self.total_timeout),
+            min(read_timeout, self.total_timeout),
+        )
         self.throttle = throttle
         self.after_request = after_request
         self.session = requests.Session()
@@ -227,6 +256,7 @@ class KnowBe4Client:
             )
         if self.throttle:
             self.throttle()
+        deadline = time.monotonic() + self.total_timeout
         try:
             resp = self.session.get(
                 self.base_url + path,
@@ -236,9 +266,21 @@ class KnowBe4Client:
                 stream=True,
             )
             try:
-                body = self._read_capped(resp)
+                body = self._read_capped(resp, deadline)
             finally:
                 resp.close()
+        except urllib3.exceptions.ReadTimeoutError:
+            if time.monotonic() >= deadline:
+                raise self._past_deadline() from None
+            raise TransientError(
+                "timeout", "KnowBe4 stopped sending the response (read timeout)."
+            ) from None
+        except urllib3.exceptions.ProtocolError:
+            raise TransientError(
+                "truncated_body",
+                "KnowBe4's response ended before the length it announced "
+                "(connection cut mid-body).",
+            ) from None
         except requests.Timeout as exc:
             raise TransientError(
                 "timeout", f"KnowBe4 did not answer in time ({type(exc).__name__})."
@@ -268,8 +310,13 @@ class KnowBe4Client:
         self._raise_for_status(resp, body)
         return body
 
-    def _read_capped(self, resp: requests.Response) -> bytes:
-        """Read the body, refusing one over MAX_BODY_BYTES or cut short."""
+    def _read_capped(self, resp: requests.Response, deadline: float) -> bytes:
+        """Read the body before `deadline`, refusing one over MAX_BODY_BYTES
+        or cut short.
+
+        One socket read at a time (`read1`), each allowed only the time left,
+        so a body sent a byte at a time still ends at the deadline.
+        """
         announced = resp.headers.get("Content-Length", "")
         if announced.isdigit() and int(announced) > MAX_BODY_BYTES:
             raise TransientError(
@@ -277,8 +324,17 @@ class KnowBe4Client:
                 f"KnowBe4 announced a response over {MAX_BODY_BYTES // 2**20} MB.",
                 status=resp.status_code,
             )
+        sock = _socket_of(resp)
         chunks, size = [], 0
-        for chunk in resp.iter_content(64 * 1024):
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise self._past_deadline()
+            if sock is not None:
+                sock.settimeout(min(self.timeout[1], left))
+            chunk = resp.raw.read1(64 * 1024, decode_content=True)
+            if not chunk:
+                break
             size += len(chunk)
             if size > MAX_BODY_BYTES:
                 raise TransientError(
@@ -288,6 +344,13 @@ class KnowBe4Client:
                 )
             chunks.append(chunk)
         return b"".join(chunks)
+
+    def _past_deadline(self) -> TransientError:
+        return TransientError(
+            "timeout",
+            f"KnowBe4 did not send the whole response within "
+            f"{self.total_timeout:g} s (the request deadline).",
+        )
 
     def _raise_for_status(self, resp: requests.Response, body: bytes) -> None:
         status = resp.status_code

@@ -18,7 +18,8 @@ The control interface (no key; refused unless the caller is on loopback):
                                    key_hash, status); DELETE clears it
     POST   /_sandbox/faults        {"kind": "status", "status": 503, "count": 5}
                                    or kind slow (+delay), truncate, invalid_json,
-                                   html, limit_exceeded, too_many_requests, reset;
+                                   html, limit_exceeded, too_many_requests, reset,
+                                   drip (the body a byte every "delay" s);
                                    optional "path" prefix, "body", "headers".
                                    GET lists pending faults, DELETE clears them
     POST   /_sandbox/events        {"occurred_date": "...", ...}: a late event
@@ -79,8 +80,10 @@ FAULT_KINDS = (
     "limit_exceeded",
     "too_many_requests",
     "reset",
+    "drip",
 )
-PASS_THROUGH_FAULTS = ("slow", "truncate", "reset")  # they alter a real answer
+# They alter a real answer; "drip" sends its body one byte every `delay` s.
+PASS_THROUGH_FAULTS = ("slow", "truncate", "reset", "drip")
 EVENT_TYPES = [
     ("phishing_click", "Clicked a link in a simulated phishing email"),
     ("phishing_reported", "Reported a simulated phishing email"),
@@ -213,6 +216,7 @@ class _Response:
     truncate: bool = False
     reset: bool = False
     delay: float = 0.0
+    drip: float = 0.0  # seconds between the body's bytes
 
 
 def _json(obj: Any) -> bytes:
@@ -854,6 +858,8 @@ def apply_fault(fault: Fault, resp: _Response | None, now: float) -> _Response:
         assert resp is not None
         if kind == "slow":
             resp.delay = fault.delay or 2.0
+        elif kind == "drip":
+            resp.drip = fault.delay or 0.05
         elif kind == "truncate":
             resp.truncate = True
         else:
@@ -962,7 +968,23 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             self.connection.shutdown(socket.SHUT_RDWR)
             return
+        if resp.drip:
+            self._drip(payload[: len(payload) - len(body)], body, resp.drip)
+            return
         self.wfile.write(payload)
+
+    def _drip(self, head: bytes, body: bytes, every: float) -> None:
+        """Headers at once, then the body one byte at a time (a slow host):
+        no single read waits long, so only a total deadline stops a client."""
+        self.wfile.write(head)
+        self.wfile.flush()
+        try:
+            for i in range(len(body)):
+                time.sleep(every)
+                self.wfile.write(body[i : i + 1])
+                self.wfile.flush()
+        except OSError:  # the client gave up: what the fault is for
+            self.close_connection = True
 
 
 _PHRASES = {s.value for s in HTTPStatus}
