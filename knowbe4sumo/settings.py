@@ -97,6 +97,8 @@ MIDDLEWARE = [
     "collectors.timezones.TimeZoneMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Admin list filters that overflow answer 400, not 500.
+    "collectors.badinput.AdminFilterOverflowMiddleware",
     # Last, as django-axes requires: turns a locked-out sign-in into its page.
     "axes.middleware.AxesMiddleware",
 ]

@@ -18,8 +18,10 @@ import pytest
 from django.apps import apps
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
+from alerts.models import ConnectionKind, Notification
 from collectors.choices import ErrorType, HealthEventName, Severity
 from collectors.models import HealthEvent, LogMessage
+from tests.alerts_support import make_connection, make_log_monitor
 from tests.cast import make_field, make_source
 
 pytestmark = pytest.mark.django_db
@@ -64,6 +66,24 @@ VALUES = [
     "\u202e\ufeff",
     "*" * 300,
     "'; DROP TABLE x; --",
+]
+
+
+# Admin lists have many filter parameters and Django validates most values
+# itself: the values that got through it before (overflowing dates and
+# numbers), and the ones that break parsing anywhere.
+ADMIN_VALUES = [
+    "",
+    "-1",
+    "99999999999999999999",
+    "-99999999999999999999",
+    "0001-01-01T00:00:00+23:59",
+    "9999-12-31T23:59:59-23:59",
+    "0001-01-01",
+    "²",
+    "１２３",
+    "x" * 10_000,
+    "\x00",
 ]
 
 
@@ -129,6 +149,17 @@ def world(admin_client, collector):
         severity=Severity.WARNING,
         message="collector warning",
     )
+    connection = make_connection(
+        ConnectionKind.WEBHOOK, url="https://hooks.example.org/hook-0123"
+    )
+    monitor = make_log_monitor(connections=[connection])
+    trigger = monitor.triggers.create(state="triggered", summary="3 clicks")
+    Notification.objects.create(
+        trigger=trigger,
+        connection=connection,
+        connection_name=connection.name,
+        kind=connection.kind,
+    )
     for n in range(3):
         LogMessage.objects.create(
             source=source,
@@ -167,6 +198,10 @@ def _urls(client, name: str, pattern: URLPattern) -> list[str]:
     return found[:1] or urls[:1]
 
 
+def _found(client, url: str) -> bool:
+    return client.get(url).status_code != 404
+
+
 def _param_names(client, name: str, url: str) -> list[str]:
     response = client.get(url)
     names = set(EXTRA_PARAMS.get(name, []))
@@ -177,10 +212,10 @@ def _param_names(client, name: str, url: str) -> list[str]:
     return sorted(names - {"csrfmiddlewaretoken"})
 
 
-def _queries(param: str) -> list[str]:
+def _queries(param: str, values: list[str]) -> list[str]:
     """The query strings sent for one parameter: each value, raw junk, lists."""
     p = quote(param)
-    queries = [f"{p}={quote(v, safe='')}" for v in VALUES]
+    queries = [f"{p}={quote(v, safe='')}" for v in values]
     queries += [f"{p}={v}" for v in RAW_VALUES]
     queries += [
         f"{p}=1&{p}=2&{p}=x",
@@ -203,14 +238,25 @@ def _page_ids() -> list[str]:
     return sorted(name for name, _ in _patterns())
 
 
-@pytest.mark.parametrize("name", _page_ids())
-def test_it_never_answers_500_to_a_hostile_query_parameter(world, name):
-    client = world
-    pattern = dict(_patterns())[name]
+def _admin_changelists() -> list[str]:
+    """The changelist of every model registered in the admin (their search,
+    ordering, paging and filter parameters are found on the page)."""
+    from django.contrib import admin
+
+    return sorted(
+        f"admin:{m._meta.app_label}_{m._meta.model_name}_changelist"
+        for m in admin.site._registry
+    )
+
+
+def _hostile_failures(
+    client, name: str, urls: list[str], values: list[str] = VALUES
+) -> list[str]:
+    """Every request of the battery that answered 5xx or raised."""
     failures = []
-    for url in _urls(client, name, pattern):
+    for url in urls:
         for param in _param_names(client, name, url):
-            for query in _queries(param):
+            for query in _queries(param, values):
                 target = f"{url}?{query}"
                 try:
                     status = _fetch(client, target)
@@ -219,7 +265,37 @@ def test_it_never_answers_500_to_a_hostile_query_parameter(world, name):
                     continue
                 if status >= 500:
                     failures.append(f"{target[:120]!r}: HTTP {status}")
+    return failures
+
+
+@pytest.mark.parametrize("name", _page_ids())
+def test_it_never_answers_500_to_a_hostile_query_parameter(world, name):
+    pattern = dict(_patterns())[name]
+    failures = _hostile_failures(world, name, _urls(world, name, pattern))
     assert not failures, "\n".join(failures[:40])
+
+
+@pytest.mark.filterwarnings("ignore:DateTimeField .* naive datetime:RuntimeWarning")
+@pytest.mark.parametrize("name", _admin_changelists())
+def test_it_never_answers_500_to_a_hostile_admin_list_parameter(world, name):
+    failures = _hostile_failures(world, name, [reverse(name)], ADMIN_VALUES)
+    assert not failures, "\n".join(failures[:40])
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "at__year=99999999999999999999",
+        "at__gte=0001-01-01T00:00:00%2B23:59",
+    ],
+)
+def test_it_answers_an_overflowing_admin_filter_with_400_and_a_message(world, query):
+    url = reverse("admin:collectors_statetransition_changelist")
+    response = world.get(f"{url}?{query}")
+    assert response.status_code == 400
+    html = response.content.decode()
+    assert "A filter of this list is out of range" in html
+    assert f'href="{url}"' in html
 
 
 def test_it_covers_every_page_of_the_urlconf(world):
@@ -228,6 +304,16 @@ def test_it_covers_every_page_of_the_urlconf(world):
     names = dict(_patterns())
     for name, pattern in names.items():
         assert _urls(world, name, pattern), name
+    for name in (
+        "source-detail",
+        "health-event-detail",
+        "monitor-detail",
+        "notification-detail",
+        "connection-edit",
+        "collector-edit",
+    ):
+        (url,) = _urls(world, name, names[name])
+        assert _found(world, url), f"{name}: no row of its kind in `world`"
     messages = _param_names(world, "messages", reverse("messages"))
     assert {"since", "until", "after", "before", "q", "source"} <= set(messages)
     assert "sources" in _param_names(
