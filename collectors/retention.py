@@ -16,13 +16,17 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from django.apps import apps
 from django.conf import settings
 from django.contrib.sessions.models import Session
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from collectors.models import HealthEvent, LogMessage, StateTransition
+from collectors.models import (
+    HealthEvent,
+    LogMessage,
+    QuarantinedEvent,
+    StateTransition,
+)
 
 BATCH = 2000
 
@@ -35,15 +39,6 @@ def delete_in_batches(queryset: QuerySet, batch: int = BATCH) -> int:
         deleted, _ = model._default_manager.filter(pk__in=ids).delete()
         total += min(deleted, len(ids)) if deleted else 0
     return total
-
-
-def _quarantine() -> QuerySet | None:
-    """Reprocessed quarantine rows, when the quarantine model exists."""
-    try:
-        model = apps.get_model("collectors", "QuarantinedEvent")
-    except LookupError:
-        return None
-    return model._default_manager.filter(reprocessed_at__isnull=False)
 
 
 def apply(now: datetime | None = None) -> dict[str, int]:
@@ -59,9 +54,9 @@ def apply(now: datetime | None = None) -> dict[str, int]:
         ),
         "sessions": delete_in_batches(Session.objects.filter(expire_date__lt=now)),
     }
-    quarantined = _quarantine()
-    if quarantined is not None:
-        counts["quarantined events"] = delete_in_batches(quarantined)
+    counts["quarantined events"] = delete_in_batches(
+        QuarantinedEvent.objects.filter(reprocessed_at__isnull=False)
+    )
     if settings.MESSAGE_RETENTION_DAYS:
         cutoff = now - timedelta(days=settings.MESSAGE_RETENTION_DAYS)
         counts["messages"] = delete_in_batches(

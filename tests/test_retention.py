@@ -16,7 +16,12 @@ from django_q.models import Schedule
 
 from collectors import retention, tasks
 from collectors.choices import ErrorType, HealthEventName, Severity
-from collectors.models import HealthEvent, LogMessage, StateTransition
+from collectors.models import (
+    HealthEvent,
+    LogMessage,
+    QuarantinedEvent,
+    StateTransition,
+)
 from tests.cast import make_source
 
 T0 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -111,6 +116,26 @@ def test_it_deletes_expired_sessions(history):
     assert list(Session.objects.values_list("session_key", flat=True)) == [
         live.session_key
     ]
+
+
+@pytest.mark.django_db
+def test_it_deletes_reprocessed_quarantine_rows_only(history):
+    def quarantined(digest: str, reprocessed_at=None) -> QuarantinedEvent:
+        return QuarantinedEvent.objects.create(
+            source=history["source"],
+            day=T0.date(),
+            page=1,
+            reason_code="bad_id",
+            reason="The id is not a string of at most 64 characters.",
+            raw=b"{}",
+            digest=digest,
+            reprocessed_at=reprocessed_at,
+        )
+
+    pending = quarantined("a")
+    quarantined("b", reprocessed_at=T0)
+    assert retention.apply()["quarantined events"] == 1
+    assert list(QuarantinedEvent.objects.all()) == [pending]
 
 
 @pytest.mark.django_db
