@@ -26,8 +26,10 @@ def after_attempt(
     """Count consecutive failures; open (or bump) the event past the
     threshold, as an Error once a notification gave up; resolve on success."""
     if record.ok:
-        Connection.objects.filter(pk=connection.pk).update(failures=0)
-        connection.failures = 0
+        Connection.objects.filter(pk=connection.pk).update(
+            failures=0, last_success_at=record.at
+        )
+        connection.failures, connection.last_success_at = 0, record.at
         health.resolve(connection)
         return
     Connection.objects.filter(pk=connection.pk).update(failures=F("failures") + 1)

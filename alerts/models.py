@@ -48,6 +48,32 @@ class ConnectionKind(models.TextChoices):
     TEAMS = "teams", "Microsoft Teams webhook"
 
 
+class ConnectionQuerySet(models.QuerySet):
+    def with_health(self) -> list[Connection]:
+        """The connections with `open_errors` / `open_warnings` set from one
+        query, so the list draws every status icon without a query per row."""
+        from collectors.choices import Severity
+        from collectors.models import HealthEvent
+
+        connections = list(self)
+        rows = (
+            HealthEvent.objects.open()
+            .filter(
+                resource_type=Connection.HEALTH_RESOURCE_TYPE,
+                resource_id__in=[c.pk for c in connections],
+            )
+            .values_list("resource_id", "severity")
+            .annotate(n=models.Count("pk"))
+            .order_by()
+        )
+        counts: dict[int, list[int]] = {}
+        for pk, severity, n in rows:
+            counts.setdefault(pk, [0, 0])[0 if severity == Severity.ERROR else 1] += n
+        for c in connections:
+            c.open_errors, c.open_warnings = counts.get(c.pk, (0, 0))
+        return connections
+
+
 class Connection(models.Model):
     """Where notifications go: email addresses or a webhook URL.
 
@@ -67,8 +93,15 @@ class Connection(models.Model):
     secret_encrypted = models.TextField(blank=True, editable=False)
     # Delivery failures in a row; a health event is opened past a threshold.
     failures = models.PositiveIntegerField(default=0, editable=False)
+    last_success_at = models.DateTimeField(null=True, blank=True, editable=False)
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
+
+    objects = ConnectionQuerySet.as_manager()
+
+    # Health, drawn with the collectors' icon and panel (collectors/status.py).
+    health_activity = "delivery"
+    is_neutral = False
 
     class Meta:
         ordering = ["name"]
@@ -81,6 +114,19 @@ class Connection(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("connections") + f"#connection-{self.pk}"
+
+    @property
+    def health_panel_url(self) -> str:
+        return reverse("connection-health", args=[self.pk])
+
+    def open_health_counts(self) -> tuple[int, int]:
+        from collectors.models import HealthEvent
+
+        return (
+            HealthEvent.objects.open()
+            .for_resource(self.HEALTH_RESOURCE_TYPE, self.pk)
+            .severity_counts()
+        )
 
     @property
     def is_email(self) -> bool:

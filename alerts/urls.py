@@ -22,6 +22,11 @@ urlpatterns = [
         name="connection-delete",
     ),
     path("connections/<int:pk>/test/", views.connection_test, name="connection-test"),
+    path(
+        "connections/<int:pk>/health/",
+        views.connection_health,
+        name="connection-health",
+    ),
     path("notifications/", views.notifications, name="notifications"),
     path(
         "notifications/<int:pk>/",

@@ -7,12 +7,15 @@ from django.contrib import messages
 from django.core.paginator import Paginator
 from django.db.models import Count
 from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods, require_POST
 
 from alerts import notify
 from alerts.forms import ConnectionForm, MonitorForm
 from alerts.models import Connection, Monitor, MonitorKind, Notification, Scope
+from collectors.models import HealthEvent
 from collectors.permissions import require
+from collectors.views.health import PANEL_ORDER
 
 VIEW_MONITORS = "alerts.view_monitors"
 MANAGE_MONITORS = "alerts.manage_monitors"
@@ -132,7 +135,11 @@ def monitor_delete(request, pk: int):
 @require_http_methods(["GET", "HEAD"])
 def connections(request):
     """Connections, masked, with how many monitors use each."""
-    rows = Connection.objects.annotate(monitor_count=Count("monitor")).order_by("name")
+    rows = (
+        Connection.objects.annotate(monitor_count=Count("monitor"))
+        .order_by("name")
+        .with_health()
+    )
     context = {"nav": "connections", "rows": rows}
     return render(request, "alerts/connections.html", context)
 
@@ -147,13 +154,31 @@ def _connection_form(request, connection: Connection | None):
     return render(request, "alerts/connection_form.html", context)
 
 
+@require(VIEW_MONITORS)
+@require_http_methods(["GET", "HEAD"])
+def connection_health(request, pk: int):
+    """The Health Events panel of one connection (the collectors' fragment)."""
+    connection = get_object_or_404(Connection, pk=pk)
+    kind = Connection.HEALTH_RESOURCE_TYPE
+    events = HealthEvent.objects.open().for_resource(kind, pk).order_by(*PANEL_ORDER)
+    context = {
+        "resource": connection,
+        "kind": kind,
+        "events": events,
+        "history_query": f"resource_type={kind}",
+    }
+    return render(request, "collectors/_health_panel.html", context)
+
+
 @require(MANAGE_MONITORS)
+@sensitive_post_parameters("url", "secret")
 @require_http_methods(["GET", "HEAD", "POST"])
 def connection_add(request):
     return _connection_form(request, None)
 
 
 @require(MANAGE_MONITORS)
+@sensitive_post_parameters("url", "secret")
 @require_http_methods(["GET", "HEAD", "POST"])
 def connection_edit(request, pk: int):
     return _connection_form(request, get_object_or_404(Connection, pk=pk))

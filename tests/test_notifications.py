@@ -235,3 +235,28 @@ def test_it_queues_each_notification_on_the_cluster_after_commit(
         checks.check_monitors()
     ids = sorted(Notification.objects.values_list("pk", flat=True))
     assert sorted(args[0] for args in queued) == ids  # ids only, no secrets
+
+
+def test_it_shows_a_failing_connection_with_the_health_icon_and_panel(
+    source, receiver, admin_client
+):
+    from django.urls import reverse
+
+    connection = make_connection(ConnectionKind.WEBHOOK, url=receiver.url("/hook"))
+    trigger_once(source, connection)
+    receiver.respond = lambda req: (500, {}, b"")
+    at = T0 + timedelta(minutes=1)
+    for _ in range(3):
+        deliver_all(at)
+        at = Notification.objects.get().next_attempt_at
+    page = admin_client.get(reverse("connections")).content.decode()
+    panel_url = reverse("connection-health", args=[connection.pk])
+    assert f'data-health-url="{panel_url}"' in page
+    assert 'data-status="warning"' in page and "0 errors, 1 warning" in page
+    panel = admin_client.get(panel_url).content.decode()
+    assert "keep failing" in panel and "HTTP 500" in panel
+    receiver.respond = None
+    deliver_all(at)
+    page = admin_client.get(reverse("connections")).content.decode()
+    assert 'data-status="healthy"' in page
+    assert "Last successful delivery" in page

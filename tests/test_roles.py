@@ -124,6 +124,7 @@ EXPECTED: dict[str, Expect] = {
     "connection-test": Expect(
         MANAGE_MONITORS, get=405, post=302, args=_pk("connection")
     ),
+    "connection-health": Expect(VIEW_MONITORS, args=_pk("connection")),
     "notifications": Expect(VIEW_MONITORS),
     "notification-detail": Expect(VIEW_MONITORS, args=_pk("notification")),
     "outputs": Expect(VIEW),
