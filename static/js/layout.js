@@ -43,7 +43,24 @@
   document.addEventListener("DOMContentLoaded", function () {
     setUpMenu();
     setUpColumnToggle();
+    markScrollers();
+    window.addEventListener("resize", markScrollers);
   });
+
+  /* ---- a table that scrolls sideways can be scrolled with the keyboard -- */
+
+  function markScrollers() {
+    document.querySelectorAll("table.grid").forEach(function (table) {
+      if (table.scrollWidth > table.clientWidth + 1) {
+        table.tabIndex = 0;
+        if (!table.hasAttribute("aria-label") && !table.hasAttribute("aria-labelledby")) {
+          table.setAttribute("aria-label", "Table, scrolls sideways");
+        }
+      } else if (table.getAttribute("tabindex") === "0") {
+        table.removeAttribute("tabindex");
+      }
+    });
+  }
 
   /* ---- collapsible menu ------------------------------------------------- */
 
