@@ -24,14 +24,15 @@
   }
 
   var zone = browserZone();
-  if (zone) {
+  // IANA names are cookie-safe ("Asia/Tokyo", "America/Port-au-Prince").
+  if (zone && /^[A-Za-z0-9_+\-\/]{1,64}$/.test(zone)) {
     var known = (document.cookie.match(/(?:^|; )kb4_tz=([^;]*)/) || [])[1];
     document.cookie =
-      "kb4_tz=" + encodeURIComponent(zone) + "; path=/; max-age=31536000; SameSite=Lax";
+      "kb4_tz=" + zone + "; path=/; max-age=31536000; SameSite=Lax";
     var stale =
       root.dataset.tzMode === "browser" &&
       root.dataset.tzActive !== zone &&
-      decodeURIComponent(known || "") !== zone;
+      (known || "") !== zone;
     // Reload once (the cookie was missing or out of date), never in a loop.
     if (stale && !sessionStorage.getItem("kb4-tz-reloaded")) {
       sessionStorage.setItem("kb4-tz-reloaded", "1");
