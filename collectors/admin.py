@@ -26,6 +26,24 @@ from collectors.models import (
 )
 
 
+def bidi_visible(field: str, label: str):
+    """A list column showing `field` with bidi controls made visible, as the
+    app's pages do: text from KnowBe4 cannot reorder the row around it."""
+
+    def column(obj) -> str:
+        return names.show_bidi(str(getattr(obj, field) or ""))
+
+    return admin.display(description=label, ordering=field)(column)
+
+
+class BidiVisibleValuesFilter(admin.AllValuesFieldListFilter):
+    """The distinct values of a text column, bidi controls made visible."""
+
+    def choices(self, changelist):
+        for choice in super().choices(changelist):
+            yield {**choice, "display": names.show_bidi(str(choice["display"]))}
+
+
 class ReadOnlyAdmin(admin.ModelAdmin):
     """Browse and search only: these rows are facts recorded by the engine."""
 
@@ -206,7 +224,7 @@ class StateTransitionAdmin(ReadOnlyAdmin):
         "collector_name",
         "from_state",
         "to_state",
-        "reason",
+        bidi_visible("reason", "reason"),
     ]
     list_filter = ["to_state", "from_state"]
     search_fields = ["source_name", "collector_name", "reason"]
@@ -242,16 +260,16 @@ class LogMessageAdmin(ReadOnlyAdmin):
     list_display = [
         "event_id",
         "message_time",
-        "event_type",
+        bidi_visible("event_type", "event type"),
         "risk_level",
-        "user_email",
+        bidi_visible("user_email", "user email"),
         "source_name",
-        "source_category",
+        bidi_visible("source_category", "_sourceCategory"),
         "collector_name",
     ]
     # Few filters and no date hierarchy: each costs a DISTINCT over a table
     # that grows by millions of rows.
-    list_filter = ["event_type"]
+    list_filter = [("event_type", BidiVisibleValuesFilter)]
     search_fields = ["=event_id", "user_email", "source_name"]
     list_select_related = ["source"]
     show_full_result_count = False

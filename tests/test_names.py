@@ -167,3 +167,21 @@ def test_it_makes_bidi_controls_visible_on_pages_showing_event_text(
     html = admin_client.get(url).content.decode()
     assert RLO not in html
     assert html.count(SHOWN) >= 1
+
+
+def test_it_makes_bidi_controls_visible_in_admin_lists(admin_client, hostile):
+    for name in ("logmessage", "statetransition"):
+        url = reverse(f"admin:collectors_{name}_changelist")
+        html = admin_client.get(url).content.decode()
+        assert RLO not in html, name
+        assert SHOWN in html, name
+    url = reverse("admin:collectors_logmessage_changelist")
+    assert admin_client.get(url, {"o": "3"}).status_code == 200  # still sortable
+
+
+def test_it_makes_bidi_controls_visible_in_the_overview_chart(admin_client, hostile):
+    html = admin_client.get(
+        reverse("overview"), {"since": "2026-11-01", "until": "2026-11-30"}
+    ).content.decode()
+    at = html.find(RLO)
+    assert at == -1, html[max(0, at - 200) : at + 50]
