@@ -323,15 +323,14 @@ def test_it_injects_each_kind_of_fault(sandbox, kind, code):  # noqa: F811
 
 
 def test_it_injects_a_slow_response(sandbox):  # noqa: F811
+    # Only a lower bound on time: a slow answer is never early. (That a client
+    # times out is tested with the gate, which never answers: no race.)
     sandbox.inject(kind="slow", delay=0.6, count=2)
-    with pytest.raises(TransientError) as info:
-        KnowBe4Client(sandbox.url, SANDBOX_KEY, read_timeout=0.2).list_events(
-            utc_today() - timedelta(days=2), 1
-        )
-    assert info.value.code == "timeout"
-    started = time.monotonic()
-    assert get(sandbox, occurred_date=utc_today().isoformat()).status_code == 200
-    assert time.monotonic() - started >= 0.6
+    for _ in range(2):
+        started = time.monotonic()
+        assert get(sandbox, occurred_date=utc_today().isoformat()).status_code == 200
+        assert time.monotonic() - started >= 0.6
+    assert not sandbox.state.faults  # both used
 
 
 def test_it_holds_requests_past_its_gate_until_it_is_raised(sandbox):  # noqa: F811

