@@ -2,6 +2,7 @@
 stored messages (issue 12, section 5), on a SQLite file under /tmp.
 
     .venv/bin/python bench/bench_monitors.py [--runs 5] [--rebuild]
+    .venv/bin/python bench/bench_monitors.py --database-url postgres://…/kb4_bench_mon
 
 The messages are received over 30 days in id order, as collection stores
 them (about 23 a minute, message time a day earlier). The 100 monitors: 70
@@ -77,7 +78,8 @@ def populate() -> datetime:
     sql = (
         f"INSERT INTO {table} (source_id, event_id, raw, message_time, "  # noqa: S608
         "receipt_time, source_name, source_category, collector_name, fields, "
-        "event_type, risk_level, user_email) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+        "event_type, risk_level, user_email) VALUES "
+        "(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
     )
     start_at = now - timedelta(days=DAYS)
     step = DAYS * 86400 / MESSAGES
@@ -122,6 +124,27 @@ def populate() -> datetime:
     with connection.cursor() as cur:
         cur.execute("ANALYZE")
     return now
+
+
+def setup_postgres(url: str, rebuild: bool) -> None:
+    """This process on the PostgreSQL database `url` (dropped first with
+    --rebuild), migrated."""
+    import os
+
+    os.environ["DATABASE_URL"] = url
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "knowbe4sumo.settings")
+    os.environ.pop("REDIS_URL", None)
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+    from django.db import connection
+
+    if rebuild:
+        with connection.cursor() as cur:
+            cur.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+    call_command("migrate", verbosity=0)
 
 
 def make_monitors() -> None:
@@ -194,8 +217,9 @@ def show_plan(now: datetime) -> None:
     check = conditions.Check(now)
     qs = conditions.log_window(monitor, check).values("pk")
     sql, params = qs.query.sql_with_params()
+    explain = "EXPLAIN QUERY PLAN " if connection.vendor == "sqlite" else "EXPLAIN "
     with connection.cursor() as cur:
-        cur.execute("EXPLAIN QUERY PLAN " + sql, params)
+        cur.execute(explain + sql, params)
         plan = [row[-1] for row in cur.fetchall()]
     print(f"plan of '{monitor.name}' ({monitor.query}):")
     for line in plan:
@@ -206,18 +230,25 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--rebuild", action="store_true")
+    parser.add_argument("--database-url", help="a PostgreSQL database to use")
     args = parser.parse_args()
-    if args.rebuild:
-        for suffix in ("", "-wal", "-shm"):
-            (BENCH_DIR / f"{DB}{suffix}").unlink(missing_ok=True)
-    setup_django(DB)
+    if args.database_url:
+        setup_postgres(args.database_url, args.rebuild)
+    else:
+        if args.rebuild:
+            for suffix in ("", "-wal", "-shm"):
+                (BENCH_DIR / f"{DB}{suffix}").unlink(missing_ok=True)
+        setup_django(DB)
     now = populate()
     make_monitors()
 
     from collectors.models import LogMessage
 
     total = LogMessage.objects.count()
-    print(f"SQLite {BENCH_DIR}/{DB}: {total:,} messages, 100 monitors, now={now}")
+    from django.db import connection
+
+    where = connection.vendor if args.database_url else f"SQLite {BENCH_DIR}/{DB}"
+    print(f"{where}: {total:,} messages, 100 monitors, now={now}")
     show_plan(now)
     queries, seconds, changes = timed_check(now)
     print(
