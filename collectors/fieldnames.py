@@ -15,22 +15,31 @@ from collectors.choices import RESERVED_FIELD_NAMES
 MAX_KEY_LENGTH = 255
 MAX_VALUE_LENGTH = 200
 _KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
+# Each rule's words, shared with the source form's check while typing.
+MESSAGES = {
+    "empty": "Enter a field name.",
+    "length": f"A field name has at most {MAX_KEY_LENGTH} characters.",
+    "start": "A field name must start with a letter or an underscore.",
+    "chars": "A field name may only contain letters, digits, underscores and dots.",
+    "dots": "A field name may not contain two dots in a row.",
+    "reserved": "“{key}” is a built-in metadata name and cannot be used as a field.",
+}
 
 
 def key_error(key: str) -> str | None:
     """The first rule `key` breaks, worded for the user, or None when valid."""
     if not key:
-        return "Enter a field name."
+        return MESSAGES["empty"]
     if len(key) > MAX_KEY_LENGTH:
-        return f"A field name has at most {MAX_KEY_LENGTH} characters."
+        return MESSAGES["length"]
     if not (key[0].isascii() and (key[0].isalpha() or key[0] == "_")):
-        return "A field name must start with a letter or an underscore."
+        return MESSAGES["start"]
     if not _KEY_RE.fullmatch(key):
-        return "A field name may only contain letters, digits, underscores and dots."
+        return MESSAGES["chars"]
     if ".." in key:
-        return "A field name may not contain two dots in a row."
+        return MESSAGES["dots"]
     if key.lower() in RESERVED_FIELD_NAMES:
-        return f"“{key}” is a built-in metadata name and cannot be used as a field."
+        return MESSAGES["reserved"].format(key=key)
     return None
 
 
@@ -48,3 +57,14 @@ def value_error(value: str) -> str | None:
     if "\x00" in value:
         return "A field value may not contain null characters."
     return None
+
+
+def client_rules() -> dict:
+    """The naming rules as data, for the source form's check while typing
+    (static/js/source_form.js applies them in `key_error`'s order and with
+    its words; the server checks again on Save)."""
+    return {
+        "max": MAX_KEY_LENGTH,
+        "reserved": sorted(RESERVED_FIELD_NAMES),
+        "messages": MESSAGES,
+    }

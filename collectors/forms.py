@@ -17,6 +17,8 @@ from collectors.choices import MAX_FIELDS_PER_SOURCE, MAX_SCHEMA_FIELDS
 from collectors.models import FieldDefinition, HostedCollector, Source, SourceField
 
 MIN_API_KEY_LENGTH = 8
+# The non-field error that only says "a Fields row is wrong"; never displayed.
+ROWS_POINTER = "Check the Fields rows."
 MAX_API_KEY_LENGTH = 4096
 
 
@@ -188,6 +190,11 @@ class SourceForm(forms.ModelForm):
         return rows
 
     @property
+    def key_rules(self) -> dict:
+        """The field-name rules, for the check while typing."""
+        return fieldnames.client_rules()
+
+    @property
     def schema_names(self) -> list[str]:
         """Enabled schema names, for the live check next to each key."""
         return sorted(self.schema.values(), key=str.lower)
@@ -196,6 +203,50 @@ class SourceForm(forms.ModelForm):
     def missing_keys(self) -> list[str]:
         """Valid keys of this form that the enabled schema does not hold."""
         return [r.key for r in self.rows if not r.key_error and not r.in_schema]
+
+    def other_errors(self) -> list[str]:
+        """Non-field errors other than the Fields pointer (shown on top)."""
+        return [e for e in self.non_field_errors() if e != ROWS_POINTER]
+
+    def error_summary(self) -> list[tuple[str, str]]:
+        """(label, element id) of everything to fix, in the form's order, for
+        the summary on top: it links to each problem and repeats no message."""
+        items: list[tuple[str, str]] = []
+        for name in self.fields:
+            bound = self[name]
+            if name == "base_url_key":  # the Fields section comes before it
+                items += self._row_summary()
+            if bound.errors:
+                items.append((str(bound.label), bound.id_for_label))
+        return items
+
+    def _row_summary(self) -> list[tuple[str, str]]:
+        items = [
+            (f"Fields, row {n}", f"field-key-{n}")
+            for n, row in enumerate(self.rows, 1)
+            if row.key_error or row.value_error
+        ]
+        if self.fields_error:
+            items.append(("Fields", "add-field"))
+        return items
+
+    @property
+    def api_key_reentry(self) -> str:
+        """Why the API key box is empty after a failed Save, if a key was typed:
+        a secret is never sent back to the browser."""
+        typed = self.is_bound and str(self.data.get("api_key", "")).strip()
+        if not typed or not self.errors:
+            return ""
+        if self.adding:
+            return (
+                "Enter the API key again: for safety, the key you typed is never "
+                "sent back to your browser, and this Save did not go through."
+            )
+        return (
+            "Enter the new API key again, or leave the box blank to keep the "
+            f"current key (ending in …{self.instance.api_key_hint}): for safety, "
+            "a key you typed is never sent back to your browser."
+        )
 
     def clean_name(self) -> str:
         name = _readable(self.cleaned_data["name"])
@@ -242,7 +293,9 @@ class SourceForm(forms.ModelForm):
         self._check_key_follows_base_url(cleaned)
         self._check_rows()
         if self.fields_error or any(r.key_error or r.value_error for r in self.rows):
-            self.add_error(None, self.fields_error or "Check the Fields rows below.")
+            # Makes the form invalid; the message itself is shown once, on the
+            # row (or under Fields), and the error summary links to it.
+            self.add_error(None, ValidationError(ROWS_POINTER, code="fields"))
         elif cleaned.get("auto_add_fields"):
             self._check_capacity()
         return cleaned

@@ -386,7 +386,9 @@ class Source(models.Model):
         """
         from collectors.collection import last_collectable_day
 
-        running = self.state not in (SourceState.ERROR, SourceState.STOPPING)
+        if self.state == SourceState.STOPPING:
+            return None  # being deleted: it will never catch up
+        running = self.state != SourceState.ERROR
         last = last_collectable_day(now)
         start = self.backfill_window_start()
         if last < start:
@@ -397,6 +399,8 @@ class Source(models.Model):
         done = max(0, min(total, done))
         if done_through is not None and (last - done_through).days < 2:
             return None
+        if not running and not done:
+            return None  # in Error before any day was stored: no backfill yet
         eta = None
         if running and done and recent:
             per_day = stored / done

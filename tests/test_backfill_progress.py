@@ -9,7 +9,7 @@ import pytest
 import time_machine
 
 from collectors.choices import SourceState
-from collectors.models import Activity, LogMessage, Source
+from collectors.models import Activity, HostedCollector, LogMessage, Source
 from tests.cast import add_messages, make_collector, make_source
 
 pytestmark = pytest.mark.django_db
@@ -19,7 +19,8 @@ NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
 def fresh(**kw) -> Source:
     with time_machine.travel(NOW - timedelta(hours=1), tick=False):
-        return make_source(make_collector(), initial_lookback_days=90, **kw)
+        collector = make_collector(f"C{HostedCollector.objects.count()}")
+        return make_source(collector, initial_lookback_days=90, **kw)
 
 
 def test_it_counts_days_done_of_the_look_back_window():
@@ -54,6 +55,13 @@ def test_it_gives_no_eta_without_a_recent_rate_or_while_in_error():
     source.state = SourceState.ERROR
     progress = source.backfill_progress(NOW, 5000, 600)
     assert (progress.eta, progress.eta_text) == (None, "paused")
+
+
+def test_it_shows_no_backfill_for_a_source_being_deleted_or_failed_at_once():
+    source = fresh(state=SourceState.STOPPING, last_complete_day=date(2026, 9, 7))
+    assert source.backfill_progress(NOW, 5000, 600) is None
+    source = fresh(state=SourceState.ERROR)
+    assert source.backfill_progress(NOW, 0, 0) is None
 
 
 @pytest.mark.parametrize(
