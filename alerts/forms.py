@@ -22,7 +22,7 @@ from alerts.models import (
     MonitorKind,
     Scope,
 )
-from collectors.search import MessageFilterForm
+from collectors.search import MessageFilterForm, ModelIdsField
 
 MAX_WINDOW_MINUTES = 7 * 24 * 60
 MIN_SECRET_LENGTH = 16
@@ -75,6 +75,8 @@ class MonitorForm(forms.ModelForm):
             "per_user": "Per user: any one user with more than N",
         }
         widgets = {"connections": forms.CheckboxSelectMultiple}
+        # Ids checked before Django's pk__in lookup (no overflow, no 500).
+        field_classes = {"sources": ModelIdsField, "connections": ModelIdsField}
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

@@ -124,6 +124,26 @@ def parse_id(text: str) -> int | None:
     return value if value <= MAX_ID else None
 
 
+class ModelIdsField(forms.ModelMultipleChoiceField):
+    """A ModelMultipleChoiceField that checks its ids before any query.
+
+    Django looks the chosen ids up with `pk__in`, where (unlike `pk=`) an id
+    past 63 bits overflows the database's integer: a 500. Each id must pass
+    `parse_id` first, else the field's own "not a valid value" message.
+    """
+
+    def _check_values(self, value):
+        if self.to_field_name is None:
+            for pk in value:
+                if parse_id(str(pk)) is None:
+                    raise ValidationError(
+                        self.error_messages["invalid_pk_value"],
+                        code="invalid_pk_value",
+                        params={"pk": pk},
+                    )
+        return super()._check_values(value)
+
+
 def in_range(moment: datetime) -> datetime | None:
     """`moment` in UTC if its year is within MIN_YEAR..MAX_YEAR, else None."""
     try:

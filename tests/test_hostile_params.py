@@ -10,12 +10,14 @@ its own links, and a short per-view list of parameters no form shows.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 from urllib.parse import parse_qsl, quote, urlsplit
 
 import pytest
 from django.apps import apps
+from django.db import transaction
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from alerts.models import ConnectionKind, Notification
@@ -111,6 +113,74 @@ class _Params(HTMLParser):
     def handle_endtag(self, tag) -> None:
         if tag == "form":
             self._in_get_form = False
+
+
+@dataclass
+class PostForm:
+    """A POST form of a page: where it goes and the values it would send."""
+
+    action: str
+    fields: list[tuple[str, str]]
+
+    @property
+    def names(self) -> list[str]:
+        return sorted({n for n, _ in self.fields} - {"csrfmiddlewaretoken"})
+
+    def data(self, name: str, value) -> dict[str, list[str]]:
+        """The form as sent, with field `name` set to `value` (a list: repeated)."""
+        data: dict[str, list[str]] = {}
+        for key, current in self.fields:
+            data.setdefault(key, []).append(current)
+        data[name] = value if isinstance(value, list) else [value]
+        return data
+
+
+class _PostForms(HTMLParser):
+    """Collects the POST forms of a page with their fields' current values."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.url = url
+        self.forms: list[PostForm] = []
+        self._form: PostForm | None = None
+        self._select: str | None = None
+        self._textarea: str | None = None
+
+    def handle_starttag(self, tag, attrs) -> None:
+        a = {k: v or "" for k, v in attrs}
+        if tag == "form" and a.get("method", "").lower() == "post":
+            action = a.get("action") or self.url
+            self._form = PostForm(action, [])
+            self.forms.append(self._form)
+        elif self._form is None or not a.get("name") and tag != "option":
+            return
+        elif tag == "input":
+            kind = a.get("type", "text").lower()
+            if kind in ("checkbox", "radio") and "checked" not in a:
+                return
+            if kind not in ("submit", "button", "image", "file"):
+                self._form.fields.append((a["name"], a.get("value", "")))
+        elif tag == "select":
+            self._select = a["name"]
+            self._form.fields.append((a["name"], ""))
+        elif tag == "option" and self._select and "selected" in a:
+            self._form.fields[-1] = (self._select, a.get("value", ""))
+        elif tag == "textarea":
+            self._textarea = a["name"]
+            self._form.fields.append((a["name"], ""))
+
+    def handle_data(self, data) -> None:
+        if self._form is not None and self._textarea:
+            name, text = self._form.fields[-1]
+            self._form.fields[-1] = (name, text + data)
+
+    def handle_endtag(self, tag) -> None:
+        if tag == "form":
+            self._form = None
+        elif tag == "select":
+            self._select = None
+        elif tag == "textarea":
+            self._textarea = None
 
 
 def _patterns(resolver=None, prefix: str = "", namespace: str | None = None):
@@ -379,3 +449,91 @@ def test_it_keeps_only_ascii_ids_within_63_bits_in_the_status_query(world, colle
     assert [s["id"] for s in response.json()["sources"]] == [source_id]
     response = world.get(reverse("collection-status"), {"sources": "²"})
     assert (response.json()["sources"], response.json()["collectors"]) == ([], [])
+
+
+# POST values: those the GET battery found problems with, plus what a form
+# field meets (lists, huge text, NUL, invalid UTF-8 sent raw below).
+POST_VALUES = [
+    "",
+    "-1",
+    "99999999999999999999",
+    "0001-01-01T00:00:00+23:59",
+    "9999-12-31",
+    "²",
+    "１２３",
+    "x" * 10_000,
+    "\x00",
+    "\u202e\ufeff",
+    ["1", "2", "x"],
+]
+# Forms whose POST ends the test client's session rather than testing input.
+SKIPPED_ACTIONS = ("/logout/",)
+
+
+def _post_forms(client) -> list[PostForm]:
+    """Every distinct POST form of every GET page of the URLconf."""
+    forms: dict[tuple, PostForm] = {}
+    for name, pattern in sorted(_patterns()):
+        for url in _urls(client, name, pattern):
+            response = client.get(url)
+            if "text/html" not in response.get("Content-Type", ""):
+                continue
+            parser = _PostForms(url)
+            parser.feed(response.content.decode("utf-8", "replace"))
+            for form in parser.forms:
+                if not form.action.startswith(SKIPPED_ACTIONS):
+                    forms.setdefault((form.action, tuple(form.names)), form)
+    return list(forms.values())
+
+
+def _post(client, form: PostForm, **kwargs) -> int:
+    """POST inside a savepoint rolled back afterwards, so a form that saves
+    or deletes leaves the world as it was for the next request."""
+    with transaction.atomic():
+        status = client.post(form.action, **kwargs).status_code
+        transaction.set_rollback(True)
+    return status
+
+
+def test_it_never_answers_500_to_a_hostile_form_field(world):
+    client = world
+    forms = _post_forms(client)
+    assert {"/collectors/add/", "/fields/add/"} <= {f.action for f in forms}
+    failures = []
+    for form in forms:
+        attempts = [({"data": {}}, "nothing")]
+        for name in form.names:
+            attempts += [({"data": form.data(name, v)}, name) for v in POST_VALUES]
+            body = "&".join(
+                f"{quote(k)}={quote(v)}"
+                for k, values in form.data(name, "").items()
+                for v in values
+            )
+            attempts.append(
+                (
+                    {
+                        "data": f"{body}&{quote(name)}=%FF%FE%ZZ",
+                        "content_type": "application/x-www-form-urlencoded",
+                    },
+                    f"{name} (invalid UTF-8)",
+                )
+            )
+        for kwargs, what in attempts:
+            try:
+                status = _post(client, form, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - reported below
+                failures.append(f"{form.action} {what}: {type(exc).__name__}: {exc}")
+                continue
+            if status >= 500:
+                failures.append(f"{form.action} {what}: HTTP {status}")
+    assert not failures, "\n".join(failures[:40])
+
+
+@pytest.mark.parametrize("value", ["99999999999999999999", "²", "-1", "１"])
+def test_it_refuses_an_id_that_is_not_ascii_decimal_within_63_bits(world, value):
+    response = world.post(
+        reverse("monitor-add"), {"name": "m", "kind": "log", "sources": [value]}
+    )
+    assert response.status_code == 200
+    errors = response.context["form"].errors["sources"]
+    assert errors == [f"“{value}” is not a valid value."]
