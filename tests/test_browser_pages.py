@@ -407,15 +407,12 @@ def test_it_shows_times_in_the_browsers_zone(browser, live_server, admin_user):
         context.close()
 
 
-def test_it_screenshots_the_readme_pictures(browser, live_server, admin_user):
-    """The Collection page and the Overview at 1440×900, for docs/."""
+def test_it_screenshots_the_overview_for_the_readme(browser, live_server, admin_user):
+    """The Overview at 1440×900 (docs/overview.png is a copy of it)."""
     world()
     context, pg = new_page(browser, "desktop")
     try:
         sign_in(pg, live_server, admin_user)
-        pg.goto(live_server.url + reverse("collection"))
-        pg.wait_for_load_state("networkidle")
-        pg.screenshot(path=str(artifacts_dir() / "readme-collection.png"))
         pg.goto(live_server.url + reverse("overview"))
         pg.wait_for_selector(".stacked-chart .seg")
         pg.screenshot(path=str(artifacts_dir() / "readme-overview.png"), full_page=True)

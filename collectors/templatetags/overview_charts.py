@@ -80,7 +80,7 @@ def stacked_chart(panel: dict) -> dict:
     }
 
 
-RISK_W, RISK_H, RISK_PAD = 600, 180, 22
+RISK_W, RISK_H, RISK_PAD = 440, 200, 22
 
 
 @register.inclusion_tag("collectors/overview/_risk_chart.html")
