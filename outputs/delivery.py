@@ -96,16 +96,35 @@ def release_lease(output_id: int, owner: str) -> None:
     )
 
 
-def dead_leases() -> list[int]:
-    """Ids of outputs whose lease is held by a dead process of this host."""
+def _dead_holders() -> list[tuple[int, str]]:
+    """(output id, owner) of leases held by dead processes of this host."""
     held = Output.objects.filter(lease_expires__gte=timezone.now()).exclude(
         lease_owner=""
     )
     return [
-        pk
+        (pk, owner)
         for pk, owner in held.values_list("pk", "lease_owner")
         if collection.owner_is_dead(owner)
     ]
+
+
+def dead_leases() -> list[int]:
+    """Ids of outputs whose lease is held by a dead process of this host."""
+    return [pk for pk, _ in _dead_holders()]
+
+
+def free_dead_leases() -> list[int]:
+    """Give back the leases (and dispatch marks) of dead processes of this
+    host, so the dispatcher queues those outputs at once rather than after
+    the lease runs out; conditional on the dead owner. Returns the ids."""
+    freed = []
+    for pk, owner in _dead_holders():
+        if Output.objects.filter(pk=pk, lease_owner=owner).update(
+            lease_owner="", lease_expires=None, dispatched_at=None
+        ):
+            logger.info("output %s: freed the lease of a dead worker", pk)
+            freed.append(pk)
+    return freed
 
 
 # --- results and signals ------------------------------------------------------

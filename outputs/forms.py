@@ -142,15 +142,13 @@ class OutputForm(forms.ModelForm):
         if not self.adding:
             self.initial["source"] = self.instance.source_id
             del self.fields["start_from"]
-            self.fields[
-                "url"
-            ].help_text = f"Stored: {self.instance.url_hint}. Leave blank to keep it."
+            keep = "(leave blank to keep it)"
+            self.fields["url"].help_text = f"Stored: {self.instance.url_hint} {keep}."
             if self.instance.token_hint:
-                self.fields[
-                    "token"
-                ].help_text = (
-                    f"Stored: {self.instance.token_hint}. Leave blank to keep it."
-                )
+                hint = self.instance.token_hint
+                self.fields["token"].help_text = f"Stored: {hint} {keep}."
+        # Splunk only, so not required of every format: clean() asks for it.
+        self.fields["hec_sourcetype"].required = False
 
     def clean_name(self) -> str:
         name = self.cleaned_data["name"].strip()

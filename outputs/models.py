@@ -31,6 +31,14 @@ class OutputFormat(models.TextChoices):
     NDJSON = "ndjson", "Generic NDJSON webhook"
 
 
+# The Outputs table's narrow column.
+SHORT_FORMAT = {
+    OutputFormat.SUMO: "Sumo Logic",
+    OutputFormat.HEC: "Splunk HEC",
+    OutputFormat.NDJSON: "NDJSON",
+}
+
+
 class OutputStatus(models.TextChoices):
     """What the Outputs page says about an output's delivery."""
 
@@ -274,6 +282,10 @@ class Output(models.Model):
         if self.error_streak_started:
             return OutputStatus.RETRYING
         return OutputStatus.DELIVERING
+
+    @property
+    def short_format(self) -> str:
+        return SHORT_FORMAT.get(self.format, self.format)
 
     def get_status_display(self) -> str:
         return OutputStatus(self.status).label

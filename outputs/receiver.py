@@ -16,6 +16,7 @@ from __future__ import annotations
 import gzip
 import json
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -75,6 +76,9 @@ class ReceiverServer(ThreadingHTTPServer):
             "records": 0,
             "distinct": 0,
             "repeats": 0,
+            "bytes": 0,  # request bodies as sent (compressed or not)
+            "first_at": None,  # wall-clock times of the first and last
+            "last_at": None,  # accepted request, for a delivery rate
         }
         self._thread: threading.Thread | None = None
 
@@ -96,6 +100,10 @@ class ReceiverServer(ThreadingHTTPServer):
             return 400, f"unreadable body: {type(exc).__name__}"
         ids = [message_id(r) for r in records]
         with self.lock:
+            now = time.time()
+            self.stats["first_at"] = self.stats["first_at"] or now
+            self.stats["last_at"] = now
+            self.stats["bytes"] += len(body)
             new = {i for i in ids if i is not None} - self.seen
             self.seen |= new
             repeats = sum(1 for i in ids if i is not None) - len(new)

@@ -8,10 +8,10 @@ from django_q.models import Schedule
 from outputs.tasks import DISPATCH_FUNC, DISPATCH_NAME
 
 
-def register() -> list[str]:
+def register(using: str = "default") -> list[str]:
     """Create or update the every-minute dispatcher (idempotent); one line
     for the command's output."""
-    _, created = Schedule.objects.update_or_create(
+    _, created = Schedule.objects.using(using).update_or_create(
         name=DISPATCH_NAME,
         defaults={
             "func": DISPATCH_FUNC,

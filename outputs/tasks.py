@@ -60,7 +60,12 @@ def claim(output_id: int, now=None) -> bool:
 
 
 def dispatch() -> int:
-    """The every-minute schedule: queue one delivery task per due output."""
+    """The every-minute schedule: queue one delivery task per due output.
+
+    Leases left by dead workers of this host are freed first (as for
+    sources), so a killed worker's output is queued again within a minute.
+    """
+    delivery.free_dead_leases()
     queued = 0
     for pk in due_outputs().values_list("pk", flat=True):
         if claim(pk):

@@ -11,7 +11,7 @@ from django.utils import timezone
 from django_q.models import Schedule
 
 from collectors.choices import ErrorType
-from outputs import tasks
+from outputs import delivery, tasks
 from outputs.models import Output
 from tests.cast import make_collector, make_messages, make_output, make_source
 from tests.receiver_support import running_receiver
@@ -76,10 +76,35 @@ def test_it_delivers_through_the_task_queue(db, settings, monkeypatch):
     monkeypatch.setattr(Conf, "SYNC", True)
     ids = make_messages(make_source(make_collector()), 12)
     with running_receiver() as rx:
-        output = make_output(rx.url(), max_batch_count=5)
+        output = make_output(rx.url(), max_batch_count=5, checkpoint=ids[0] - 1)
         assert tasks.dispatch() == 1
     output.refresh_from_db()
     assert output.checkpoint == ids[-1] and output.delivered == 12
     assert len(rx.requests) == 3
     assert output.lease_owner == "" and output.dispatched_at is None
     assert Output.objects.get().batches == 3
+
+
+def test_it_has_its_schedule_once_the_database_is_migrated(db):
+    # The test database was built by `migrate`: the post_migrate handler ran.
+    assert Schedule.objects.filter(name=tasks.DISPATCH_NAME).count() == 1
+    Schedule.objects.filter(name=tasks.DISPATCH_NAME).delete()
+    call_command("migrate", verbosity=0)
+    assert Schedule.objects.filter(name=tasks.DISPATCH_NAME).count() == 1
+
+
+def test_it_queues_again_an_output_whose_worker_died(db, queued, monkeypatch):
+    make_messages(make_source(make_collector()), 2)
+    now = timezone.now()
+    output = make_output(
+        "https://a.example.com/",
+        lease_owner="thishost:4242:dead",
+        lease_expires=now + timedelta(minutes=4),
+        dispatched_at=now,
+    )
+    monkeypatch.setattr(
+        delivery.collection, "owner_is_dead", lambda owner: owner.endswith(":dead")
+    )
+
+    assert tasks.dispatch() == 1
+    assert queued == [(tasks.DELIVER_FUNC, (output.pk,))]

@@ -200,3 +200,20 @@ def test_it_lets_a_viewer_see_outputs_but_not_change_them(role_client):
     assert viewer.post(reverse("output-add"), form_data(name="B")).status_code == 403
     output.refresh_from_db()
     assert output.enabled and Output.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_it_rotates_the_output_secrets_with_rotate_keys(settings):
+    from io import StringIO
+
+    from cryptography.fernet import Fernet
+    from django.core.management import call_command
+
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    settings.FIELD_ENCRYPTION_KEYS = [old]
+    output = make_output(SUMO_URL, format="hec", token=HEC_TOKEN)
+    settings.FIELD_ENCRYPTION_KEYS = [new, old]
+    call_command("rotate_keys", stdout=StringIO())
+    settings.FIELD_ENCRYPTION_KEYS = [new]
+    output.refresh_from_db()
+    assert (output.get_url(), output.get_token()) == (SUMO_URL, HEC_TOKEN)

@@ -1,7 +1,8 @@
-"""Run the web app, a django-q2 cluster and the KnowBe4 sandbox together.
+"""Run the web app, a django-q2 cluster, the KnowBe4 sandbox and a local
+output receiver together.
 
 `make run` calls this. It makes sure the `admin` account exists, starts the
-three processes, waits until the web app answers and then prints what the
+processes, waits until the web app answers and then prints what the
 user needs (the URL, the one-time admin password, the sandbox key) LAST, in
 one block, so it is not buried under the children's start-up output.
 
@@ -28,9 +29,12 @@ from django.core.management.base import BaseCommand, CommandError
 
 from alerts.demo import ensure_demo
 from collectors.management.commands.ensure_admin import AdminAccount, ensure_admin
+from outputs.demo import ensure_demo_output
 
 SANDBOX_HOST = "127.0.0.1"
 SANDBOX_PORT = 8765
+# `manage.py output_receiver`: where the demo output delivers.
+RECEIVER_PORT = 8766
 # SIGTERM, then SIGKILL after this: Ctrl-C must end everything within 5 s.
 STOP_GRACE_SECONDS = 2.0
 READY_TIMEOUT_SECONDS = 120.0
@@ -129,7 +133,15 @@ class Command(BaseCommand):
     def add_arguments(self, parser) -> None:
         parser.add_argument("--addr", default="127.0.0.1:8000")
         parser.add_argument(
-            "--no-sandbox", action="store_true", help="Do not start the sandbox."
+            "--no-sandbox",
+            action="store_true",
+            help="Do not start the sandbox, the output receiver or the demo.",
+        )
+        parser.add_argument(
+            "--receiver-port",
+            type=int,
+            default=int(os.environ.get("OUTPUT_RECEIVER_PORT", RECEIVER_PORT)),
+            help=f"Port of the demo's output receiver (default {RECEIVER_PORT}).",
         )
         parser.add_argument(
             "--sandbox-port",
@@ -139,7 +151,13 @@ class Command(BaseCommand):
         )
 
     def handle(
-        self, *args, addr: str, no_sandbox: bool, sandbox_port: int, **options
+        self,
+        *args,
+        addr: str,
+        no_sandbox: bool,
+        sandbox_port: int,
+        receiver_port: int,
+        **options,
     ) -> None:
         if not settings.DEBUG:
             raise CommandError(
@@ -169,6 +187,10 @@ class Command(BaseCommand):
             # The demo's webhook connection posts to the sandbox on loopback.
             env["EGRESS_ALLOW_PRIVATE"] = "1"
             demo = ensure_demo(f"http://{SANDBOX_HOST}:{sandbox_port}")
+            # The demo output delivers the collected messages to a local
+            # receiver, which prints a line per request it takes.
+            receiver = f"http://{SANDBOX_HOST}:{receiver_port}"
+            demo += ensure_demo_output(receiver)
             commands.append(
                 [
                     *py,
@@ -177,6 +199,16 @@ class Command(BaseCommand):
                     SANDBOX_HOST,
                     "--port",
                     str(sandbox_port),
+                ]
+            )
+            commands.append(
+                [
+                    *py,
+                    "output_receiver",
+                    "--host",
+                    SANDBOX_HOST,
+                    "--port",
+                    str(receiver_port),
                 ]
             )
         signal.signal(signal.SIGTERM, _interrupt)

@@ -2,6 +2,7 @@
 
 manage.py output_receiver                      127.0.0.1:8766
 manage.py output_receiver --port 9000 --fail-every 10
+manage.py output_receiver --port 0 --quiet     an ephemeral port, no line per request
 """
 
 from __future__ import annotations
@@ -31,11 +32,11 @@ class Command(BaseCommand):
             default=0,
             help="Answer every Nth request with 503 (to watch retries).",
         )
+        parser.add_argument("--quiet", action="store_true", help="No line per request.")
 
     def handle(self, *args, host: str, port: int, fail_every: int, **options):
-        server = ReceiverServer(
-            host, port, fail_every=fail_every, echo=self.stdout.write
-        )
+        echo = None if options["quiet"] else self.stdout.write
+        server = ReceiverServer(host, port, fail_every=fail_every, echo=echo)
         self.stdout.write(
             f"Output receiver listening on {server.url}, stats at "
             f"{server.url}/_receiver/stats",
