@@ -744,6 +744,11 @@ class _Run:
         last = last_collectable_day(now)
         point = start_point(self.source, last)
         day, page = point if point else (None, 1)
+        if point is None and self.source.state in (
+            SourceState.STARTED,
+            SourceState.INITIALIZED,
+        ):
+            self._authenticate(client, limiter, last)
         with ThreadPoolExecutor(1, thread_name_prefix="kb4-fetch") as pool:
             fetch = _Fetcher(self, pool, client, limiter)
             try:
@@ -773,6 +778,28 @@ class _Run:
             finally:
                 fetch.drain()
         self._finish(last)
+
+    def _authenticate(self, client: KnowBe4Client, limiter, last: date) -> None:
+        """Prove the key of a source that has nothing to read yet (caught up,
+        then given a new key or Base URL, or restarted): one `/events` page of
+        one item for the newest closed day. A wrong key thus shows red now,
+        not when the next day closes."""
+        limiter.acquire()
+        self.result.requests += 1
+        try:
+            client.list_events(last, 1, per_page=1)
+        finally:
+            limiter.release()
+        self._advance(
+            SourceState.AUTHENTICATED,
+            (SourceState.STARTED, SourceState.INITIALIZED),
+            "First successful call to KnowBe4",
+        )
+        self._advance(
+            SourceState.COLLECTING,
+            (SourceState.AUTHENTICATED,),
+            "Caught up: the next day is collected once it closes",
+        )
 
     def _out_of_budget(self, extra: int = 0) -> bool:
         return (
@@ -844,7 +871,13 @@ class _Run:
         return next_day, next_page
 
     def _finish(self, last: date) -> None:
-        """A clean end: due again now (budget) or when the next day closes."""
+        """A clean end: due again now (budget) or when the next day closes.
+
+        A source saved or restarted during the run is left due at once, so
+        its new settings are used (and authenticated) without waiting a day.
+        """
+        if self._reconfigured_meanwhile():
+            return
         source = self.source
         now = timezone.now()
         values = {

@@ -248,6 +248,15 @@ class SourceForm(forms.ModelForm):
             "a key you typed is never sent back to your browser."
         )
 
+    @property
+    def changes_credentials(self) -> bool:
+        """Whether this valid edit gives the source a new API key or Base URL:
+        it must then authenticate again (see `Source.reconfigured`)."""
+        return not self.adding and (
+            bool(self.cleaned_data.get("api_key"))
+            or self.cleaned_data.get("base_url_key") != self.instance_base_url_key
+        )
+
     def clean_name(self) -> str:
         name = _readable(self.cleaned_data["name"])
         others = Source.objects.filter(collector=self.collector).exclude(
@@ -266,27 +275,7 @@ class SourceForm(forms.ModelForm):
             if self.adding:
                 raise ValidationError("Enter the API key.", code="required")
             return ""
-        if any(ch.isspace() for ch in key):
-            raise ValidationError(
-                "The API key may not contain spaces or line breaks.", code="invalid"
-            )
-        if not (key.isascii() and key.isprintable()):
-            raise ValidationError(
-                "The API key may only contain letters, digits and punctuation "
-                "(printable ASCII): check that it was pasted whole.",
-                code="invalid",
-            )
-        if len(key) < MIN_API_KEY_LENGTH:
-            raise ValidationError(
-                f"The API key has at least {MIN_API_KEY_LENGTH} characters.",
-                code="min_length",
-            )
-        if len(key) > MAX_API_KEY_LENGTH:
-            raise ValidationError(
-                f"The API key has at most {MAX_API_KEY_LENGTH} characters.",
-                code="max_length",
-            )
-        return key
+        return check_api_key(key)
 
     def clean(self) -> dict:
         cleaned = super().clean()
@@ -366,6 +355,75 @@ class SourceForm(forms.ModelForm):
             if self.cleaned_data.get("auto_add_fields"):
                 add_to_schema(self.missing_keys)
         return source
+
+
+def check_api_key(key: str) -> str:
+    """The API key rules of the source form (and of Test connection)."""
+    if any(ch.isspace() for ch in key):
+        raise ValidationError(
+            "The API key may not contain spaces or line breaks.", code="invalid"
+        )
+    if not (key.isascii() and key.isprintable()):
+        raise ValidationError(
+            "The API key may only contain letters, digits and punctuation "
+            "(printable ASCII): check that it was pasted whole.",
+            code="invalid",
+        )
+    if len(key) < MIN_API_KEY_LENGTH:
+        raise ValidationError(
+            f"The API key has at least {MIN_API_KEY_LENGTH} characters.",
+            code="min_length",
+        )
+    if len(key) > MAX_API_KEY_LENGTH:
+        raise ValidationError(
+            f"The API key has at most {MAX_API_KEY_LENGTH} characters.",
+            code="max_length",
+        )
+    return key
+
+
+class ConnectionTestForm(forms.Form):
+    """Test connection: the Base URL and key typed on the source form, or on
+    an edit a blank key (the stored one, for its own Base URL only)."""
+
+    base_url_key = forms.ChoiceField(label="Base URL")
+    api_key = forms.CharField(required=False, max_length=MAX_API_KEY_LENGTH)
+    source = forms.ModelChoiceField(
+        queryset=Source.objects.all(), required=False, widget=forms.HiddenInput
+    )
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["base_url_key"].choices = baseurls.choices()
+        self.fields["base_url_key"].error_messages["required"] = (
+            "Choose a Base URL first."
+        )
+
+    def clean_api_key(self) -> str:
+        key = self.cleaned_data["api_key"].strip()
+        return check_api_key(key) if key else ""
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        if self.errors:
+            return cleaned
+        source = cleaned.get("source")
+        if not cleaned.get("api_key"):
+            if source is None:
+                raise ValidationError("Enter the API key first.", code="required")
+            if source.base_url_key != cleaned["base_url_key"]:
+                raise ValidationError(
+                    "Enter the API key again: the stored key is only ever sent to "
+                    "the Base URL it was entered for.",
+                    code="key_required_for_new_base_url",
+                )
+        return cleaned
+
+    def target(self) -> tuple[str, str]:
+        """(Base URL, key) to test; may raise crypto.KeyUnreadable."""
+        cleaned = self.cleaned_data
+        key = cleaned["api_key"] or cleaned["source"].get_api_key()
+        return baseurls.get(cleaned["base_url_key"]).url, key
 
 
 def add_to_schema(keys: list[str]) -> None:

@@ -286,24 +286,44 @@ class Source(models.Model):
         )
         self.error_streak_started = self.next_attempt_at = None
 
-    def reconfigured(self) -> None:
+    def reconfigured(self, *, reauthenticate: bool = False) -> None:
         """Called after an edit: a new configuration version, and a fresh start
-        for a source in Error (a ThirdPartyConfig error waits for exactly this)."""
+        for a source in Error (a ThirdPartyConfig error waits for exactly this).
+
+        `reauthenticate` (a new API key or Base URL) sends any collecting source
+        back to Pending, so the next run walks Started, Initialized and
+        Authenticated again and a wrong key shows red at once, not when the
+        next day closes. Other edits keep a healthy source collecting.
+        """
+        self._bump_config_version()
+        if self.state == SourceState.ERROR:
+            self._back_to_pending("Source configuration updated")
+        elif reauthenticate and self.state != SourceState.STOPPING:
+            self._back_to_pending("API key or Base URL changed: authenticating again")
+
+    def restart(self) -> bool:
+        """The Restart action: any source but a Pending or Stopping one goes back
+        to Pending, keeping its checkpoint, and authenticates again at the next
+        dispatch. A run in flight sees the new config version and leaves the
+        source due at once rather than scheduling its next day."""
+        if self.state in (SourceState.PENDING, SourceState.STOPPING):
+            return False
+        self._bump_config_version()
+        return self._back_to_pending("Restarted by a user")
+
+    @property
+    def can_restart(self) -> bool:
+        return self.state not in (SourceState.PENDING, SourceState.STOPPING)
+
+    def _bump_config_version(self) -> None:
         Source.objects.filter(pk=self.pk).update(
             config_version=models.F("config_version") + 1
         )
         self.refresh_from_db(fields=["config_version"])
-        if self.state == SourceState.ERROR:
-            self._clear_retry()
-            self.transition(SourceState.PENDING, "Source configuration updated")
 
-    def restart(self) -> bool:
-        """The Restart action: a source in Error goes back to Pending, keeping
-        its checkpoint, and is collected again at the next dispatch."""
-        if self.state != SourceState.ERROR:
-            return False
+    def _back_to_pending(self, reason: str) -> bool:
         self._clear_retry()
-        return self.transition(SourceState.PENDING, "Restarted by a user")
+        return self.transition(SourceState.PENDING, reason)
 
     def request_stop(self) -> bool:
         """Delete: move to Stopping; the worker finishes the removal."""
@@ -819,3 +839,17 @@ class QuarantinedEvent(models.Model):
     def raw_text(self) -> str:
         """The raw bytes as text for display (undecodable bytes replaced)."""
         return bytes(self.raw).decode("utf-8", "replace")
+
+
+class ConnectionTest(models.Model):
+    """One press of Test connection on the source form: who and when.
+
+    Kept for a minute so that tries can be limited per user across every web
+    process (see `collectors.connection`); never the key or the URL.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, models.CASCADE)
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.user_id} at {self.at:%H:%M:%S}"

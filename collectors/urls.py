@@ -22,6 +22,11 @@ urlpatterns: list = [
         name="source-add",
     ),
     path("sources/<int:pk>/edit/", sources.source_edit, name="source-edit"),
+    path(
+        "sources/test-connection/",
+        sources.source_test_connection,
+        name="source-test-connection",
+    ),
     path("sources/<int:pk>/delete/", sources.source_delete, name="source-delete"),
     path("fields/", fields.fields, name="fields"),
     path("fields/add/", fields.field_add, name="field-add"),

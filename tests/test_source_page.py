@@ -141,12 +141,20 @@ def test_it_restarts_a_source_in_error(admin_client, source):
 
 
 @pytest.mark.django_db
-def test_it_refuses_to_restart_a_healthy_source(admin_client, source):
+def test_it_restarts_a_collecting_source_but_not_a_pending_one(admin_client, source):
+    url = reverse("source-restart", args=[source.pk])
+    resp = admin_client.post(url, follow=True)
+    assert "is Pending: nothing to restart" in resp.content.decode()
     source.transition(SourceState.COLLECTING, "ok")
-    resp = admin_client.post(reverse("source-restart", args=[source.pk]), follow=True)
-    assert "is not in Error" in resp.content.decode()
+    version = source.config_version
+    assert f'action="{url}"' in get(admin_client, source)
+
+    resp = admin_client.post(url, follow=True)
+
+    assert "restarted" in resp.content.decode()
     source.refresh_from_db()
-    assert source.state == SourceState.COLLECTING
+    assert source.state == SourceState.PENDING  # It authenticates again.
+    assert source.config_version == version + 1
 
 
 @pytest.mark.django_db

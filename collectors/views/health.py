@@ -12,7 +12,6 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from collectors import cells, crypto, health, quarantine, retry
-from collectors.choices import SourceState
 from collectors.models import HealthEvent, HostedCollector, Source
 from collectors.permissions import MANAGE, VIEW, require
 from collectors.search import HealthEventFilterForm
@@ -188,7 +187,7 @@ def source_detail(request, pk: int):
             "dropped_fields": sorted(source.dropped_fields.items()),
             "quarantined": source.quarantined.pending()[:QUARANTINE_SHOWN],
             "quarantined_total": source.quarantined.pending().count(),
-            "can_restart": source.state == SourceState.ERROR,
+            "can_restart": source.can_restart,
         },
     )
 
@@ -196,14 +195,17 @@ def source_detail(request, pk: int):
 @require(MANAGE)
 @require_POST
 def source_restart(request, pk: int):
-    """Restart: a source in Error goes back to Pending, keeping its checkpoint."""
+    """Restart: the source goes back to Pending, keeping its checkpoint, and
+    authenticates again at the next dispatch."""
     source = get_object_or_404(Source, pk=pk)
     if source.restart():
         dispatch_soon()
         messages.success(request, f"Source “{source.name}” restarted.")
     else:
         messages.warning(
-            request, f"Source “{source.name}” is not in Error: nothing to restart."
+            request,
+            f"Source “{source.name}” is {source.get_state_display()}: "
+            "nothing to restart.",
         )
     return redirect(source.get_absolute_url())
 

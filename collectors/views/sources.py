@@ -6,10 +6,15 @@ from django.contrib import messages
 from django.db import IntegrityError, transaction
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.debug import sensitive_post_parameters
-from django.views.decorators.http import require_http_methods, require_safe
+from django.views.decorators.http import (
+    require_http_methods,
+    require_POST,
+    require_safe,
+)
 
+from collectors import connection, crypto
 from collectors.choices import SourceState
-from collectors.forms import SourceForm
+from collectors.forms import ConnectionTestForm, SourceForm
 from collectors.models import HealthEvent, HostedCollector, Source
 from collectors.permissions import MANAGE, require
 from collectors.tasks import dispatch_soon
@@ -37,12 +42,13 @@ def source_types(request, pk: int):
 
 def _save_source(form: SourceForm) -> Source | None:
     """Save a valid form in one transaction (an edit also bumps the config
-    version); a lost race on the name becomes a field error."""
+    version, and a new key or Base URL sends the source back to Pending to
+    authenticate again); a lost race on the name becomes a field error."""
     try:
         with transaction.atomic():
             source = form.save()
             if not form.adding:
-                source.reconfigured()
+                source.reconfigured(reauthenticate=form.changes_credentials)
             dispatch_soon()
         return source
     except IntegrityError:
@@ -149,4 +155,35 @@ def source_delete(request, pk: int):
         request,
         "collectors/source_confirm_delete.html",
         {"source": source, "nav": "collection"},
+    )
+
+
+@require(MANAGE)
+@sensitive_post_parameters("api_key")
+@require_POST
+def source_test_connection(request):
+    """Test connection: one request with the form's Base URL and key, answered
+    with a result fragment (the form's script shows it in place; without
+    script, a small page with a way back)."""
+    form = ConnectionTestForm(request.POST)
+    if not form.is_valid():
+        errors = [e for field_errors in form.errors.values() for e in field_errors]
+        outcome = connection.Outcome("invalid", errors[0])
+    elif not connection.allow_try(request.user):
+        outcome = connection.too_many_tries()
+    else:
+        try:
+            outcome = connection.check(*form.target())
+        except crypto.KeyUnreadable:
+            outcome = connection.Outcome(
+                "invalid",
+                "The stored API key cannot be decrypted: enter the API key again.",
+            )
+    fragment = request.headers.get("X-Requested-With") == "fetch"
+    return render(
+        request,
+        "collectors/_connection_result.html"
+        if fragment
+        else "collectors/connection_result.html",
+        {"outcome": outcome, "nav": "collection"},
     )

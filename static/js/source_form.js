@@ -194,6 +194,38 @@
       row.dataset.serverKey = row.querySelector(".field-key").value;
     }
   });
+
+  /* Test connection: POST the Base URL and key (with the CSRF token) and show
+     the server's result fragment in place; nothing is saved. */
+  var testButton = document.getElementById("test-connection");
+  var testResult = document.getElementById("connection-result");
+  if (testButton && testResult && window.fetch) {
+    testButton.addEventListener("click", function (event) {
+      event.preventDefault();
+      testButton.disabled = true;
+      testResult.textContent = "Testing…";
+      fetch(testButton.formAction, {
+        method: "POST",
+        body: new FormData(form),
+        credentials: "same-origin",
+        headers: { "X-Requested-With": "fetch" },
+      })
+        .then(function (response) {
+          if (!response.ok) throw new Error("HTTP " + response.status);
+          return response.text();
+        })
+        .then(function (html) {
+          testResult.innerHTML = html;
+        })
+        .catch(function (error) {
+          testResult.textContent = "The test could not be run (" + error.message + ").";
+        })
+        .finally(function () {
+          testButton.disabled = false;
+        });
+    });
+  }
+
   refreshLimit();
   refreshIndicators();
 })();

@@ -1,0 +1,129 @@
+"""Test connection: does KnowBe4 accept this API key at this Base URL?
+
+The Add/Edit Source form's button sends what the user typed (or, on an edit,
+nothing in the key field: the stored key, only to the Base URL it was entered
+for). One request, the same one a run uses to authenticate (one `/events`
+page of one item for the newest closed day), through the shared per-key
+limiter, so it counts against the key's 4 requests/s and daily quota like any
+other. The answer is said in words; nothing in it comes from the key.
+
+Tries are limited per user (`TRIES_PER_MINUTE`), counted in the database so
+that every web process sees the same count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, timedelta
+
+from django.db import transaction
+from django.utils import timezone
+
+from collectors import crypto, ratelimit, retry
+from collectors.knowbe4.client import (
+    ConfigError,
+    KnowBe4Client,
+    QuotaExceeded,
+    TooManyRequests,
+    TransientError,
+)
+from collectors.models import ConnectionTest
+
+TRIES_PER_MINUTE = 5
+UNREACHABLE_CODES = ("connection_error", "timeout", "request_failed")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What Test connection found, for the form."""
+
+    kind: str  # authenticated, unauthorized, unreachable, quota, or another failure
+    message: str
+
+    @property
+    def ok(self) -> bool:
+        return self.kind == "authenticated"
+
+
+def allow_try(user) -> bool:
+    """Count one try of `user`; False once they made TRIES_PER_MINUTE in the
+    last minute (the refused try is not counted)."""
+    now = timezone.now()
+    since = now - timedelta(minutes=1)
+    with transaction.atomic():
+        ConnectionTest.objects.filter(at__lt=since).delete()
+        if ConnectionTest.objects.filter(user=user).count() >= TRIES_PER_MINUTE:
+            return False
+        ConnectionTest.objects.create(user=user, at=now)
+    return True
+
+
+def check(base_url: str, api_key: str) -> Outcome:
+    """One authenticated request with `api_key` to `base_url`, classified."""
+    from collectors.collection import last_collectable_day
+
+    key_hash = crypto.key_fingerprint(api_key)
+    now = timezone.now()
+    blocked = ratelimit.quota_blocked_until(key_hash)
+    if blocked and blocked > now:
+        return _quota(blocked)
+    limiter = ratelimit.limiter_for(key_hash)
+    client = KnowBe4Client(
+        base_url, api_key, throttle=limiter.acquire, after_request=limiter.release
+    )
+    with client:
+        try:
+            client.list_events(last_collectable_day(now), 1, per_page=1)
+        except QuotaExceeded as exc:
+            until = (
+                now + timedelta(seconds=exc.retry_after)
+                if exc.retry_after
+                else retry.next_utc_midnight(now)
+            )
+            ratelimit.mark_quota_exhausted(key_hash, until)
+            return _quota(until)
+        except ConfigError as exc:
+            return _refused(exc, client.host)
+        except TooManyRequests:
+            return Outcome(
+                "throttled",
+                "KnowBe4 asked to slow down (429 Too Many Requests): other "
+                "requests are using this key. Try again in a few seconds.",
+            )
+        except TransientError as exc:
+            if exc.code in UNREACHABLE_CODES:
+                return Outcome(
+                    "unreachable", f"Could not reach {client.host}: {exc.message}"
+                )
+            return Outcome("failed", f"The test failed: {exc.message}")
+    return Outcome("authenticated", "Authenticated: KnowBe4 accepted the API key.")
+
+
+def _refused(exc: ConfigError, host: str) -> Outcome:
+    if exc.code == "invalid_key":
+        return Outcome("unauthorized", f"Unauthorized: {exc.message}")
+    if exc.status in (401, 403):
+        return Outcome(
+            "unauthorized",
+            f"Unauthorized: {host} refused the API key (HTTP {exc.status}). "
+            "It may be wrong, reset, or a key for another region: check the Base "
+            "URL too.",
+        )
+    return Outcome("failed", f"The test failed: {exc.message}")
+
+
+def _quota(until) -> Outcome:
+    when = until.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return Outcome(
+        "quota",
+        f"The daily limit of this API key is used up (Limit Exceeded); it resets "
+        f"at {when}. The key could not be checked until then.",
+    )
+
+
+def too_many_tries() -> Outcome:
+    return Outcome(
+        "too_many_tries",
+        f"Test connection can be used {TRIES_PER_MINUTE} times a minute; wait a "
+        "minute and try again.",
+    )
