@@ -91,25 +91,31 @@ def check(base_url: str, api_key: str) -> Outcome:
                 "requests are using this key. Try again in a few seconds.",
             )
         except TransientError as exc:
+            if exc.code == "connection_error":
+                return Outcome("unreachable", exc.message)
             if exc.code in UNREACHABLE_CODES:
                 return Outcome(
-                    "unreachable", f"Could not reach {client.host}: {exc.message}"
+                    "unreachable", f"Could not reach {client.host}. {exc.message}"
                 )
-            return Outcome("failed", f"The test failed: {exc.message}")
-    return Outcome("authenticated", "Authenticated: KnowBe4 accepted the API key.")
+            return Outcome("failed", exc.message)
+    return Outcome(
+        "authenticated",
+        f"{client.host} accepted the API key (one request, counted against its "
+        "limits).",
+    )
 
 
 def _refused(exc: ConfigError, host: str) -> Outcome:
     if exc.code == "invalid_key":
-        return Outcome("unauthorized", f"Unauthorized: {exc.message}")
+        return Outcome("unauthorized", exc.message)
     if exc.status in (401, 403):
         return Outcome(
             "unauthorized",
-            f"Unauthorized: {host} refused the API key (HTTP {exc.status}). "
+            f"{host} refused the API key (HTTP {exc.status}). "
             "It may be wrong, reset, or a key for another region: check the Base "
             "URL too.",
         )
-    return Outcome("failed", f"The test failed: {exc.message}")
+    return Outcome("failed", exc.message)
 
 
 def _quota(until) -> Outcome:
@@ -117,7 +123,7 @@ def _quota(until) -> Outcome:
     return Outcome(
         "quota",
         f"The daily limit of this API key is used up (Limit Exceeded); it resets "
-        f"at {when}. The key could not be checked until then.",
+        f"at {when}, and the key cannot be checked before then.",
     )
 
 

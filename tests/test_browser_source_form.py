@@ -90,3 +90,31 @@ def test_it_screenshots_the_collection_page(page, live_server):
     page.goto(live_server.url + reverse("collection"))
     page.screenshot(path=str(artifacts_dir() / "collection-page.png"), full_page=True)
     assert page.locator("tr[data-source-id]").count() == 3
+
+
+def test_it_tests_the_connection_in_place_without_saving(page, live_server, settings):
+    from tests.sandbox_support import running_sandbox
+
+    collector = make_collector("Production")
+    with running_sandbox(days=2, events_per_day=5) as sandbox:
+        settings.KNOWBE4_EXTRA_BASE_URLS = [f"Sandbox|{sandbox.url}"]
+        page.goto(live_server.url + reverse("source-add", args=[collector.pk]))
+        page.fill("input[name=name]", "Tested")
+        page.select_option("select[name=base_url_key]", "x-sandbox")
+        page.fill("input[name=api_key]", "kb4-wrong-key-0123456789")
+        page.click("#test-connection")
+        result = page.locator("#connection-result [data-outcome]")
+        result.wait_for()
+        assert result.get_attribute("data-outcome") == "unauthorized"
+
+        page.fill("input[name=api_key]", sandbox.api_key)
+        page.click("#test-connection")
+        page.locator('#connection-result [data-outcome="authenticated"]').wait_for()
+        page.screenshot(
+            path=str(artifacts_dir() / "source-form-test-connection.png"),
+            full_page=True,
+        )
+        assert sandbox.api_key not in page.content()
+        assert [r.status for r in sandbox.requests if r.path == "/events"] == [401, 200]
+    assert not Source.objects.exists()  # Nothing was saved.
+    assert page.url.endswith(reverse("source-add", args=[collector.pk]))

@@ -196,15 +196,17 @@
   });
 
   /* Test connection: POST the Base URL and key (with the CSRF token) and show
-     the server's result fragment in place; nothing is saved. */
+     the server's result fragment in place; nothing is saved. A plain button,
+     not a submit: Enter in a field still means Save. */
   var testButton = document.getElementById("test-connection");
   var testResult = document.getElementById("connection-result");
-  if (testButton && testResult && window.fetch) {
+  if (testButton && testResult) {
+    document.getElementById("connection-test").hidden = false;
     testButton.addEventListener("click", function (event) {
       event.preventDefault();
       testButton.disabled = true;
       testResult.textContent = "Testing…";
-      fetch(testButton.formAction, {
+      fetch(testButton.getAttribute("data-url"), {
         method: "POST",
         body: new FormData(form),
         credentials: "same-origin",
