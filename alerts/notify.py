@@ -53,6 +53,9 @@ LEASE = timedelta(minutes=2)
 TIMEOUT = 10.0
 # Consecutive failed attempts after which a connection gets a health event.
 FAILURES_FOR_HEALTH = 3
+# Notifications one sweep retries: with 10 s timeouts, well within the task
+# timeout (Q_CLUSTER["timeout"]); the rest wait for the next minute's sweep.
+DUE_BATCH = 20
 UNREADABLE = "The stored URL or secret cannot be decrypted: enter it again."
 
 
@@ -323,7 +326,11 @@ def _settle(notification, connection, record: Attempt, now: datetime) -> None:
     if record.ok:
         notification.status = NotificationStatus.SENT
         notification.sent_at = now
-    elif notification.is_test or now - notification.created >= RETRY_FOR:
+    elif (
+        notification.is_test
+        or connection is None  # deleted: nowhere left to send it
+        or now - notification.created >= RETRY_FOR
+    ):
         notification.status = NotificationStatus.FAILED
     else:
         notification.next_attempt_at = now + backoff(notification.attempts)
@@ -359,7 +366,7 @@ def due(now: datetime) -> list[int]:
     rows = Notification.objects.filter(
         free, status=NotificationStatus.PENDING, next_attempt_at__lte=now
     ).order_by("next_attempt_at", "pk")
-    return list(rows.values_list("pk", flat=True)[:200])
+    return list(rows.values_list("pk", flat=True)[:DUE_BATCH])
 
 
 def deliver_due(now: datetime | None = None) -> int:

@@ -260,3 +260,15 @@ def test_it_shows_a_failing_connection_with_the_health_icon_and_panel(
     page = admin_client.get(reverse("connections")).content.decode()
     assert 'data-status="healthy"' in page
     assert "Last successful delivery" in page
+
+
+def test_it_gives_up_at_once_on_a_notification_whose_connection_was_deleted(
+    source, mailoutbox
+):
+    connection = make_connection()
+    trigger_once(source, connection)
+    connection.delete()
+    deliver_all(T0 + timedelta(minutes=1))
+    n = Notification.objects.get()
+    assert n.status == NotificationStatus.FAILED and n.attempts == 1
+    assert n.last_result == "The connection was deleted." and mailoutbox == []
