@@ -14,6 +14,7 @@ from collectors import names
 from collectors.forms import CollectorForm, FieldDefinitionForm
 from collectors.models import (
     ApiKeyUsage,
+    ConnectionTest,
     FieldDefinition,
     HealthEvent,
     HostedCollector,
@@ -292,6 +293,14 @@ class QuarantinedEventAdmin(ReadOnlyAdmin):
         "reprocessed_at",
     ]
     readonly_fields = fields
+
+
+@admin.register(ConnectionTest)
+class ConnectionTestAdmin(ReadOnlyAdmin):
+    """Presses of Test connection (kept a minute, for the per-user limit)."""
+
+    list_display = ["at", "user"]
+    list_select_related = ["user"]
 
 
 @admin.register(ApiKeyUsage)

@@ -173,6 +173,17 @@ def reads_yesterday(monkeypatch):
     monkeypatch.setattr(events, "parse_occurred", parse)
 
 
+def decodes_strings(monkeypatch):
+    """The 'upgrade' for an event sent as a JSON string holding the event."""
+    real = events.split
+
+    def split(data, body, id_max, checker=None):
+        data = [json.loads(e) if isinstance(e, str) else e for e in data]
+        return real(data, body, id_max, checker)
+
+    monkeypatch.setattr(events, "split", split)
+
+
 CASES = {
     "65-character id": (
         b'{"id": "' + b"a" * 65 + b'", "occurred_date": "' + str(DAY).encode() + b'"}',
@@ -191,7 +202,12 @@ CASES = {
     ),
     "missing occurred_date": (b'{"id": "evt-no-date"}', "missing_occurred_date", None),
     "no id": (b'{"occurred_date": "2026-03-09T01:00:00Z"}', "missing_id", None),
-    "a string entry": (b'"just a string"', "not_an_object", None),
+    "a string entry": (
+        json.dumps(json.dumps(event(9, id="evt-sent-as-a-string"))).encode(),
+        "not_an_object",
+        decodes_strings,
+    ),
+    "a plain string entry": (b'"just a string"', "not_an_object", None),
 }
 
 
