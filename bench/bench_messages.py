@@ -141,7 +141,8 @@ def show_plans(now: datetime) -> None:
     """The plans of the page query and of the chart query for the target filter."""
     from django.db.models import Q
 
-    from collectors.search import Cursor, MessageSearch, _utc_day
+    from collectors.message_stats import utc_day
+    from collectors.search import Cursor, MessageSearch
 
     search = MessageSearch({"category": "Security/*", "range": "7d"}, now=now)
     page_qs = search.queryset().values_list("pk", flat=True)[:51]
@@ -154,7 +155,7 @@ def show_plans(now: datetime) -> None:
     chart_qs = (
         LogMessage.objects.filter(search.filters())
         .filter(message_time__gte=datetime.combine(first, datetime.min.time(), UTC))
-        .annotate(day=_utc_day())
+        .annotate(day=utc_day())
         .values("day")
         .annotate(n=Count("id"))
         .order_by()
