@@ -1101,6 +1101,15 @@ class _HTTPServer(ThreadingHTTPServer):
     state: SandboxState
     control: _Control
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away (killed by a crash test, timed out) is not
+        a sandbox error: no traceback for it."""
+        import sys
+
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.lock = threading.Lock()
