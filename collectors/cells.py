@@ -17,10 +17,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.db.models import Q
 from django.utils.safestring import SafeString, mark_safe
 
 from collectors.choices import SourceState
+from collectors.message_stats import per_owner
 from collectors.models import (
     ACTIVITY_HOURS,
     NO_ACTIVITY,
@@ -45,6 +45,8 @@ class RowData:
     collector_activity: dict[int, Activity] = field(default_factory=dict)
     backfill: dict[int, tuple[int, int]] = field(default_factory=dict)
     trails: dict[int, list[str]] = field(default_factory=dict)
+    behind: set[int] = field(default_factory=set)
+    _progress: dict[int, BackfillProgress | None] = field(default_factory=dict)
 
     @classmethod
     def load(
@@ -54,19 +56,28 @@ class RowData:
         collector_ids: list[int],
         since: datetime | None = None,
     ) -> RowData:
-        """Activity of the sources and of every source of the collectors (one
-        query), backfill counts of the sources that are behind (one), and the
-        transitions since `since` (one, only when asked)."""
+        """Activity of the sources and of every source of the collectors (the
+        collectors' sources, then their activity: two queries), backfill
+        counts of the sources that are behind (one), and the transitions since
+        `since` (one, only when asked)."""
         data = cls(now)
         source_ids = [s.pk for s in sources]
-        if source_ids or collector_ids:
-            every_source = Source.objects.filter(
-                Q(collector_id__in=collector_ids) | Q(pk__in=source_ids)
-            ).values("pk")
-            data.activity, data.collector_activity = LogMessage.objects.filter(
-                source_id__in=every_source
-            ).activity(now)
+        if collector_ids:  # a collector's figures count all its sources
+            owner_of = dict(
+                Source.objects.filter(collector_id__in=collector_ids).values_list(
+                    "pk", "collector_id"
+                )
+            )
+        else:
+            owner_of = {s.pk: s.collector_id for s in sources}
+        wanted = sorted(set(owner_of) | set(source_ids))
+        if wanted:
+            data.activity = LogMessage.objects.filter(source_id__in=wanted).activity(
+                now
+            )
+            data.collector_activity = per_owner(data.activity, owner_of)
         behind = [s.pk for s in sources if s.backfill_progress(now, 0, 0)]
+        data.behind = set(behind)
         if behind:
             data.backfill = LogMessage.objects.filter(
                 source_id__in=behind
@@ -76,8 +87,16 @@ class RowData:
         return data
 
     def progress(self, source: Source) -> BackfillProgress | None:
-        stored, recent = self.backfill.get(source.pk, (0, 0))
-        return source.backfill_progress(self.now, stored, recent)
+        """The source's backfill progress (None unless `load` found it
+        behind), computed once per source however many cells show it."""
+        if source.pk not in self.behind:
+            return None
+        if source.pk not in self._progress:
+            stored, recent = self.backfill.get(source.pk, (0, 0))
+            self._progress[source.pk] = source.backfill_progress(
+                self.now, stored, recent
+            )
+        return self._progress[source.pk]
 
 
 def recent_trails(source_ids: list[int], since: datetime) -> dict[int, list[str]]:
@@ -151,26 +170,29 @@ def status_cell(source: Source, data: RowData) -> str:
 
 
 def sparkline(activity: Activity) -> str:
-    """Hourly messages over the last 24 hours as a tiny inline SVG bar chart."""
-    peak = max(activity.hourly) or 1
-    bars = []
-    for i, count in enumerate(activity.hourly):
-        if count:
-            h = max(1.0, round((SPARK_H - 2) * count / peak, 1))
-            bars.append(
-                f'<rect x="{i * SPARK_BAR}" y="{SPARK_H - h}" '
-                f'width="{SPARK_BAR - 1}" height="{h}"></rect>'
-            )
+    """Hourly messages over the last 24 hours as a tiny inline SVG bar chart.
+
+    Drawn for every row of the Collection page (500 per page): one f-string,
+    whole-pixel bars; the label holds only numbers and fixed words.
+    """
+    hourly = activity.hourly
+    peak = max(hourly)
+    scale = (SPARK_H - 2) / (peak or 1)
+    bars = "".join(
+        f'<rect x="{i * SPARK_BAR}" y="{SPARK_H - h}" width="{SPARK_BAR - 1}" '
+        f'height="{h}"></rect>'
+        for i, count in enumerate(hourly)
+        if count and (h := max(1, round(count * scale)))
+    )
     label = (
-        f"{activity.total:,} messages in the last 24 hours, at most "
-        f"{max(activity.hourly):,} in one hour"
+        f"{sum(hourly):,} messages in the last 24 hours, at most {peak:,} in one hour"
     )
     return (
         f'<svg class="sparkline" width="{SPARK_W}" height="{SPARK_H}" '
         f'viewBox="0 0 {ACTIVITY_HOURS * SPARK_BAR} {SPARK_H}" role="img" '
-        f'aria-label="{e(label)}"><title>{e(label)}</title>'
+        f'aria-label="{label}"><title>{label}</title>'
         f'<line x1="0" y1="{SPARK_H - 0.5}" x2="{ACTIVITY_HOURS * SPARK_BAR}" '
-        f'y2="{SPARK_H - 0.5}"></line>{"".join(bars)}</svg>'
+        f'y2="{SPARK_H - 0.5}"></line>{bars}</svg>'
     )
 
 

@@ -25,6 +25,24 @@ RECENT_RATE_WINDOW = timedelta(minutes=10)
 ACTIVITY_HOURS = 24
 
 
+def hour_bucket(start: datetime):
+    """Whole hours from `start` (a whole second) to `receipt_time`, computed
+    by the database on whole seconds, so the hour a message lands in is
+    exact: SQLite reads its stored UTC text with strftime('%s'), PostgreSQL
+    takes the epoch of the timestamp."""
+    epoch = int(start.timestamp())
+    if connection.vendor == "sqlite":
+        # (whole seconds first: SQLite's date functions round to milliseconds)
+        sql = (
+            "(CAST(strftime('%%s', substr(receipt_time, 1, 19)) AS INTEGER) - %s)"
+            " / 3600"
+        )
+    else:
+        sql = "FLOOR((FLOOR(EXTRACT(EPOCH FROM receipt_time)) - %s) / 3600)"
+    # Constant SQL; the only value is a parameter.
+    return RawSQL(sql, [epoch], output_field=models.IntegerField())  # noqa: S611
+
+
 def utc_day():
     """The UTC day of `message_time`, computed by the database itself.
 
@@ -69,48 +87,61 @@ class Activity:
 NO_ACTIVITY = Activity((0,) * ACTIVITY_HOURS)
 
 
+def per_owner(
+    activity: dict[int, Activity], owner_of: dict[int, int]
+) -> dict[int, Activity]:
+    """Sources' activities added up per owner (a collector), hour by hour."""
+    totals: dict[int, Activity] = {}
+    for pk, hourly in activity.items():
+        owner = owner_of.get(pk)
+        if owner is not None:
+            totals[owner] = totals.get(owner, NO_ACTIVITY) + hourly
+    return totals
+
+
 class LogMessageQuerySet(models.QuerySet):
     """Aggregates of the Overview, the Collection page, its refresh endpoint
     and the source page, each one GROUP BY over the filtered rows."""
 
-    def activity(
-        self, now: datetime
-    ) -> tuple[dict[int, Activity], dict[int, Activity]]:
+    def activity(self, now: datetime) -> dict[int, Activity]:
         """Messages received in each of the last 24 hours (by receipt time:
-        what collection did), per source and per collector, in ONE grouped
-        query: the Messages column and the sparkline of every page.
+        what collection did), per source, in ONE grouped query: the Messages
+        column and the sparkline of every page (`Activity.per_owner` adds
+        them up per collector).
 
-        Bucket i covers [now - 24h + i h, now - 24h + (i+1) h), so the buckets
-        add up to exactly the last 24 hours. Filter the queryset to the sources
-        wanted first; the (source, receipt_time) index serves it.
+        The window ends at `now` truncated to the second, and bucket i covers
+        [start + i h, start + (i+1) h), so the buckets add up to exactly the
+        last 24 hours. The database numbers each row's hour (`hour_bucket`)
+        and groups by source and hour: one expression per row, read from the
+        covering (source, receipt_time) index, at most 24 rows per source
+        back. Filter the queryset to the sources wanted first (by id, without
+        a join: a join per row doubles the cost).
         """
-        start = now - timedelta(hours=ACTIVITY_HOURS)
-        edges = [start + timedelta(hours=i) for i in range(ACTIVITY_HOURS + 1)]
-        buckets = {
-            f"h{i}": models.Count(
-                "pk",
-                filter=models.Q(
-                    receipt_time__gte=edges[i], receipt_time__lt=edges[i + 1]
-                ),
-            )
-            for i in range(ACTIVITY_HOURS)
-        }
-        rows = (
+        end = now.replace(microsecond=0)
+        start = end - timedelta(hours=ACTIVITY_HOURS)
+        grouped = (
             self.filter(
-                receipt_time__gte=start, receipt_time__lt=now, source__isnull=False
+                receipt_time__gte=start, receipt_time__lt=end, source__isnull=False
             )
+            .annotate(hour=hour_bucket(start))
             .order_by()
-            .values("source_id", "source__collector_id")
-            .annotate(**buckets)
+            .values_list("source_id", "hour")
+            .annotate(n=Count("pk"))
         )
-        per_source: dict[int, Activity] = {}
-        per_collector: dict[int, Activity] = {}
-        for row in rows:
-            hourly = Activity(tuple(row[f"h{i}"] for i in range(ACTIVITY_HOURS)))
-            per_source[row["source_id"]] = hourly
-            owner = row["source__collector_id"]
-            per_collector[owner] = per_collector.get(owner, NO_ACTIVITY) + hourly
-        return per_source, per_collector
+        try:
+            sql, params = grouped.query.sql_with_params()
+        except EmptyResultSet:
+            return {}
+        # Three integers a row, thousands of rows: the ORM's per-row
+        # converters would cost more than the query itself.
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
+        hourly: dict[int, list[int]] = {}
+        for source_id, hour, n in rows:
+            counts = hourly.setdefault(source_id, [0] * ACTIVITY_HOURS)
+            counts[min(max(int(hour), 0), ACTIVITY_HOURS - 1)] += n
+        return {pk: Activity(tuple(c)) for pk, c in hourly.items()}
 
     def backfill_counts(self, now: datetime) -> dict[int, tuple[int, int]]:
         """Per source: (events stored, events stored in the recent-rate window),

@@ -9,6 +9,7 @@ import pytest
 import time_machine
 
 from collectors.choices import SourceState
+from collectors.message_stats import per_owner
 from collectors.models import Activity, HostedCollector, LogMessage, Source
 from tests.cast import add_messages, make_collector, make_source
 
@@ -110,9 +111,8 @@ def test_it_buckets_the_last_24_hours_by_receipt_time():
     add_messages(a, 4, received=NOW - timedelta(hours=25), start=20)  # too old
     add_messages(b, 1, received=NOW - timedelta(hours=5, minutes=1), start=30)
     add_messages(other, 7, received=NOW - timedelta(hours=1), start=40)
-    per_source, per_collector = LogMessage.objects.filter(
-        source__collector=collector
-    ).activity(NOW)
+    per_source = LogMessage.objects.filter(source__collector=collector).activity(NOW)
+    per_collector = per_owner(per_source, {a.pk: collector.pk, b.pk: collector.pk})
     assert per_source[a.pk].hourly[-1] == 3
     assert per_source[a.pk].hourly[0] == 2
     assert per_source[a.pk].total == 5
@@ -125,6 +125,20 @@ def test_it_buckets_the_last_24_hours_by_receipt_time():
         source__collector=collector, receipt_time__gte=NOW - timedelta(hours=24)
     ).count()
     assert per_collector[collector.pk].total == direct
+
+
+def test_it_puts_a_message_on_an_hour_edge_in_the_later_hour():
+    source = make_source(make_collector("Edges"))
+    start = NOW - timedelta(hours=24)
+    add_messages(source, 1, received=start)  # first instant of bucket 0
+    add_messages(source, 1, received=start + timedelta(hours=1), start=1)
+    add_messages(
+        source, 1, received=start + timedelta(hours=2, microseconds=-1), start=2
+    )
+    add_messages(source, 1, received=NOW, start=3)  # the window is open at now
+    hourly = LogMessage.objects.filter(source=source).activity(NOW)[source.pk].hourly
+    assert hourly[:3] == (1, 2, 0)
+    assert sum(hourly) == 3
 
 
 def test_it_adds_activities_hour_by_hour():

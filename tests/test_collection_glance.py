@@ -205,14 +205,15 @@ def test_it_runs_constant_queries_with_activity_and_backfills(
 ):
     _populate("Small", 2, 2)
     admin_client.get("/")
-    # session, user, summary, count, ids, collectors, sources, activity, backfill
-    with django_assert_num_queries(9):
+    # session, user, summary, count, ids, collectors, sources, the collectors'
+    # sources, activity, backfill counts
+    with django_assert_num_queries(10):
         admin_client.get("/")
     _populate("Big", 40, 4)
-    with django_assert_num_queries(9):
+    with django_assert_num_queries(10):
         html = page(admin_client, show="all")
     assert len(listed_sources(html)) == 4 + 160
-    with django_assert_num_queries(9):
+    with django_assert_num_queries(10):
         page(admin_client, q="big*", show="errors")
 
 

@@ -107,12 +107,12 @@ def test_it_runs_constant_queries(admin_client, django_assert_num_queries):
 
     populate(2)
     since = datetime(2026, 1, 1, tzinfo=UTC).isoformat()
-    # session, user, sources, collectors (annotated), activity, backfill
-    # counts, transitions
-    with django_assert_num_queries(7):
+    # session, user, sources, collectors (annotated), the collectors' sources,
+    # activity, backfill counts, transitions
+    with django_assert_num_queries(8):
         admin_client.get(reverse("collection-status"), {"since": since})
     populate(10)
-    with django_assert_num_queries(7):
+    with django_assert_num_queries(8):
         resp = admin_client.get(reverse("collection-status"), {"since": since})
     data = {"sources": resp.json()["sources"]}
     assert len(data["sources"]) == 36

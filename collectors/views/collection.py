@@ -293,8 +293,8 @@ def collection(request):
 
     Runs a constant number of queries: the summary strip, a count, one page
     of collector ids, those collectors with health annotations, one prefetch
-    of their sources (also annotated), their activity and the backfill counts
-    of the sources that are behind.
+    of their sources (also annotated), the ids of all their sources, their
+    activity and the backfill counts of the sources that are behind.
     """
     # NUL can match nothing and PostgreSQL refuses it in a query: drop it.
     q = request.GET.get("q", "").replace("\x00", "").strip()[:200]
