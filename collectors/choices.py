@@ -20,6 +20,47 @@ class SourceState(models.TextChoices):
     STOPPING = "stopping", "Stopping"
 
 
+# The source state machine: the states each state may move to. Every move
+# (`Source.transition`, hence `collectors.lifecycle`) is checked against it.
+# Forward moves may skip steps (a run that finds nothing to read is Collecting
+# after its first call); Error waits for an edit or Restart (back to Pending);
+# an edit of the key or Base URL and Restart send a collecting source back to
+# Pending to authenticate again; Stopping (Delete) is the end.
+_COLLECTING_ON = (
+    SourceState.ERROR,
+    SourceState.STOPPING,
+    SourceState.PENDING,
+)
+SOURCE_TRANSITIONS: dict[str, frozenset[str]] = {
+    SourceState.PENDING: frozenset(
+        (SourceState.STARTED, SourceState.ERROR, SourceState.STOPPING)
+    ),
+    SourceState.STARTED: frozenset(
+        (
+            SourceState.INITIALIZED,
+            SourceState.AUTHENTICATED,
+            SourceState.COLLECTING,
+            *_COLLECTING_ON,
+        )
+    ),
+    SourceState.INITIALIZED: frozenset(
+        (SourceState.AUTHENTICATED, SourceState.COLLECTING, *_COLLECTING_ON)
+    ),
+    SourceState.AUTHENTICATED: frozenset((SourceState.COLLECTING, *_COLLECTING_ON)),
+    SourceState.COLLECTING: frozenset(_COLLECTING_ON),
+    # Error -> Error: a new error type replaces the old one.
+    SourceState.ERROR: frozenset(
+        (SourceState.PENDING, SourceState.ERROR, SourceState.STOPPING)
+    ),
+    SourceState.STOPPING: frozenset(),
+}
+
+
+def may_move(from_state: str, to_state: str) -> bool:
+    """Whether the state machine allows `from_state` -> `to_state`."""
+    return to_state in SOURCE_TRANSITIONS.get(from_state, frozenset())
+
+
 class ErrorType(models.TextChoices):
     """The seed's three error types."""
 

@@ -60,7 +60,7 @@ def allow_try(user) -> bool:
 
 def check(base_url: str, api_key: str) -> Outcome:
     """One authenticated request with `api_key` to `base_url`, classified."""
-    from collectors.collection import last_collectable_day
+    from collectors.days import last_collectable_day
 
     key_hash = crypto.key_fingerprint(api_key)
     now = timezone.now()

@@ -2,7 +2,8 @@
 health events, collected log messages and the API-key usage the limiter shares.
 
 Rules about states and health live here, next to the data they govern; the
-collection engine (`collection.py`, `lifecycle.py`) calls these methods.
+source lifecycle (`lifecycle.py`) and the engine (`engine/`) call these
+methods. Only this module and `lifecycle.py` write a source's bookkeeping.
 """
 
 from __future__ import annotations
@@ -18,7 +19,13 @@ from django.urls import reverse
 from django.utils import timezone
 
 from collectors import crypto
-from collectors.choices import ErrorType, HealthEventName, Severity, SourceState
+from collectors.choices import (
+    ErrorType,
+    HealthEventName,
+    Severity,
+    SourceState,
+    may_move,
+)
 from collectors.message_stats import (  # noqa: F401 - re-exported for views
     ACTIVITY_HOURS,
     NO_ACTIVITY,
@@ -257,6 +264,7 @@ class Source(models.Model):
     ) -> bool:
         """Move to `to_state` and record it, unless the state changed under us.
 
+        Only moves the state machine allows (`choices.SOURCE_TRANSITIONS`).
         The UPDATE is conditional on the state we last read (or `expect`), so a
         worker can never overwrite a Stopping set by a user meanwhile. Returns
         whether the move happened.
@@ -264,6 +272,8 @@ class Source(models.Model):
         now = timezone.now()
         current = self.state if expect is None else expect
         if current == to_state and (to_state != SourceState.ERROR or not error_type):
+            return False
+        if not may_move(current, to_state):
             return False
         error_type = error_type if to_state == SourceState.ERROR else ""
         moved = Source.objects.filter(pk=self.pk, state=current).update(
@@ -387,7 +397,7 @@ class Source(models.Model):
     def backfill_window_start(self) -> date:
         """The first day the initial look-back reads, as counted from the day
         the source was created (the engine's first run follows at once)."""
-        from collectors.collection import last_collectable_day
+        from collectors.days import last_collectable_day
 
         last = last_collectable_day(self.created or timezone.now())
         return last - timedelta(days=max(1, self.initial_lookback_days) - 1)
@@ -404,7 +414,7 @@ class Source(models.Model):
         in the last RECENT_RATE_WINDOW: the ETA assumes the remaining days hold
         as many events per day as the days done, stored at the recent rate.
         """
-        from collectors.collection import last_collectable_day
+        from collectors.days import last_collectable_day
 
         if self.state == SourceState.STOPPING:
             return None  # being deleted: it will never catch up

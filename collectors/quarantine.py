@@ -105,7 +105,7 @@ def reprocess(source: Source, checker=None) -> tuple[int, int]:
     stored and its bad ones kept as event rows. One transaction: a failure
     leaves the quarantine as it was.
     """
-    from collectors.collection import MessageWriter
+    from collectors.engine.store import MessageWriter
 
     writer = MessageWriter(source, checker=checker)
     stored = 0

@@ -15,12 +15,11 @@ from django.conf import settings
 
 BACKOFF_BASE = timedelta(seconds=30)
 BACKOFF_CAP = timedelta(minutes=15)
-RETRY_WINDOW = timedelta(minutes=90)
 
 
 def retry_window() -> timedelta:
     """How long a streak of generic failures is retried before Error."""
-    return getattr(settings, "COLLECTION_RETRY_WINDOW", RETRY_WINDOW)
+    return settings.COLLECTION_RETRY_WINDOW
 
 
 def backoff_delay(attempt: int, rng: random.Random | None = None) -> timedelta:

@@ -1,5 +1,8 @@
 """django-q2 task functions: the dispatcher and one collection run.
 
+Thin: which sources are due, claiming them and their leases are
+`collectors.lifecycle`; a run is `collectors.engine.run`.
+
 Task arguments are source ids only: django-q2 stores them (and shows them in
 admin), so nothing secret may ever be passed. The dispatcher is registered as
 schedule by `ensure_schedules()`: on every `migrate` (a post_migrate handler)
@@ -14,13 +17,11 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q, QuerySet
 from django.utils import timezone
 from django_q.tasks import async_task
 
-from collectors import collection
-from collectors.choices import SourceState
-from collectors.models import HostedCollector, Source
+from collectors import engine, lifecycle
+from collectors.models import HostedCollector
 
 logger = logging.getLogger(__name__)
 
@@ -31,42 +32,6 @@ RETENTION_FUNC = "collectors.tasks.apply_retention"
 # The daily retention run, at a quiet hour (UTC).
 RETENTION_AT = (3, 17)
 COLLECT_FUNC = "collectors.tasks.collect_source"
-# A queued task not picked up within this time is queued again (lost task).
-DISPATCH_GRACE = timedelta(minutes=5)
-
-
-def due_sources(now=None) -> QuerySet[Source]:
-    """Sources a run should look at now: never Error, never leased or queued.
-
-    Pending ones start; Stopping ones finish their removal; collecting ones
-    whose next attempt time has come continue.
-    """
-    now = now or timezone.now()
-    free = Q(lease_expires__isnull=True) | Q(lease_expires__lt=now)
-    not_queued = Q(dispatched_at__isnull=True) | Q(
-        dispatched_at__lt=now - DISPATCH_GRACE
-    )
-    due = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
-    wanted = Q(state__in=(SourceState.PENDING, SourceState.STOPPING)) | Q(
-        due, state__in=collection.COLLECTING_STATES
-    )
-    return Source.objects.filter(free, not_queued, wanted).order_by("pk")
-
-
-def claim(source: Source, now=None) -> bool:
-    """Mark the source queued (one conditional UPDATE) and move Pending -> Started.
-
-    The conditional UPDATE keeps two dispatchers from queuing it twice.
-    """
-    now = now or timezone.now()
-    not_queued = Q(dispatched_at__isnull=True) | Q(
-        dispatched_at__lt=now - DISPATCH_GRACE
-    )
-    if not Source.objects.filter(not_queued, pk=source.pk).update(dispatched_at=now):
-        return False
-    if source.state == SourceState.PENDING:
-        collection.mark_started(source)
-    return True
 
 
 def dispatch() -> int:
@@ -78,10 +43,10 @@ def dispatch() -> int:
     other hosts cannot be checked from here and expire as usual.
     """
     HostedCollector.finish_deletions()
-    collection.free_dead_leases()
+    lifecycle.free_dead_leases()
     queued = 0
-    for source in due_sources().only("pk", "state"):
-        if claim(source):
+    for source in lifecycle.due_sources().only("pk", "state"):
+        if lifecycle.claim(source):
             async_task(COLLECT_FUNC, source.pk, group="collect")
             queued += 1
     if queued:
@@ -160,7 +125,7 @@ def dispatch_soon() -> None:
 def collect_source(source_id: int) -> str:
     """One collection run; returns a summary (stored by django-q2, no secrets)."""
     try:
-        return str(collection.run(int(source_id)))
+        return str(engine.run(int(source_id)))
     except Exception:  # run() never raises; this is the last line of defence.
         logger.exception("source %s: collection run failed", source_id)
         return f"source {source_id}: failed"

@@ -147,7 +147,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="")
 
-# Collection engine (collectors/collection.py, retry.py, ratelimit.py).
+# Collection engine (collectors/lifecycle.py, engine/, retry.py, ratelimit.py).
+# Every default of the engine lives here, nowhere else.
 # A closed UTC day is read once the next day is this old, so late writes settle.
 COLLECTION_SETTLE_DELAY = timedelta(
     minutes=env.int("COLLECTION_SETTLE_DELAY_MINUTES", default=10)
@@ -157,6 +158,11 @@ COLLECTION_LEASE = timedelta(seconds=env.int("COLLECTION_LEASE_SECONDS", default
 # A run stops after this long or this many pages (well under the task timeout).
 COLLECTION_RUN_BUDGET_SECONDS = env.int("COLLECTION_RUN_BUDGET_SECONDS", default=120)
 COLLECTION_MAX_PAGES_PER_RUN = env.int("COLLECTION_MAX_PAGES_PER_RUN", default=2000)
+# A queued collection task not picked up within this time is queued again.
+COLLECTION_DISPATCH_GRACE = timedelta(minutes=5)
+# A 429 Too Many Requests whose Retry-After is this short (s) is waited out
+# within the run instead of ending it.
+COLLECTION_INLINE_RETRY_AFTER = 5.0
 # Queue a dispatcher run right after a source is saved, restarted or deleted.
 COLLECTION_DISPATCH_ON_SAVE = env.bool("COLLECTION_DISPATCH_ON_SAVE", default=True)
 # The seed's "retry for up to 90 minutes, after which it quits".

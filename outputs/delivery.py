@@ -30,7 +30,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from alerts import egress
-from collectors import collection, crypto, health, retry
+from collectors import crypto, health, lifecycle, retry
 from collectors.choices import ErrorType, Severity
 from collectors.models import LogMessage
 from collectors.search import category_matcher
@@ -82,7 +82,7 @@ def take_lease(output_id: int, owner: str) -> bool:
         .values_list("lease_owner", flat=True)
         .first()
     )
-    if held and collection.owner_is_dead(held):
+    if held and lifecycle.owner_is_dead(held):
         logger.info("output %s: taking over the lease of a dead worker", output_id)
         return bool(
             Output.objects.filter(pk=output_id, lease_owner=held).update(**values)
@@ -104,7 +104,7 @@ def _dead_holders() -> list[tuple[int, str]]:
     return [
         (pk, owner)
         for pk, owner in held.values_list("pk", "lease_owner")
-        if collection.owner_is_dead(owner)
+        if lifecycle.owner_is_dead(owner)
     ]
 
 
@@ -205,7 +205,7 @@ def classify(response) -> _Rejected | None:
 
 def run(output_id: int, *, budget_seconds: float | None = None) -> DeliveryResult:
     """Deliver what is pending for one output; never raises."""
-    owner = collection.new_owner()
+    owner = lifecycle.new_owner()
     try:
         if not take_lease(output_id, owner):
             exists = Output.objects.filter(pk=output_id).exists()

@@ -8,7 +8,7 @@ import pytest
 from alerts import checks, notify
 from alerts.demo import ensure_demo
 from alerts.models import Connection, Monitor, Notification
-from collectors import collection
+from collectors import engine
 from tests.cast import make_collector
 from tests.engine_support import sandbox_source
 from tests.sandbox_support import running_sandbox
@@ -29,7 +29,7 @@ def test_it_fires_into_the_mail_and_the_sandbox_webhook(settings, mailoutbox):
     with running_sandbox(days=3, events_per_day=5, rate_limit=False) as sb:
         ensure_demo(sb.url)
         source = sandbox_source(settings, sb, make_collector(), initial_lookback_days=2)
-        assert collection.run(source.pk).stored > 0
+        assert engine.run(source.pk).stored > 0
         assert checks.check_monitors() == 1
         assert notify.deliver_due() == 2
         (body,) = sb.state.webhooks

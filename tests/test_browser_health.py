@@ -14,7 +14,7 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from collectors import collection
+from collectors import engine
 from collectors.choices import ErrorType, HealthEventName, Severity, SourceState
 from collectors.models import HealthEvent
 from tests.cast import make_collector, make_source
@@ -128,7 +128,7 @@ def test_it_turns_red_on_a_wrong_key_and_green_once_corrected(
         page.wait_for_selector(f'{icon(source)}[data-status="neutral"]')
         page.screenshot(path=str(artifacts_dir() / "collection.png"))
 
-        collection.run(source.pk)
+        engine.run(source.pk)
         source.refresh_from_db()
         assert source.state == SourceState.ERROR
 
@@ -162,7 +162,7 @@ def test_it_turns_red_on_a_wrong_key_and_green_once_corrected(
         source.refresh_from_db()
         assert source.state == SourceState.PENDING
 
-        collection.run(source.pk)
+        engine.run(source.pk)
         source.refresh_from_db()
         assert source.state == SourceState.COLLECTING
         page.wait_for_selector(

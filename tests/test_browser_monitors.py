@@ -9,7 +9,7 @@ from django.urls import reverse
 
 from alerts import checks, notify
 from alerts.models import Monitor
-from collectors import collection
+from collectors import engine
 from tests.alerts_support import make_connection
 from tests.cast import make_collector
 from tests.conftest import artifacts_dir
@@ -43,7 +43,7 @@ def test_it_creates_a_log_monitor_from_messages_and_sees_it_notify(
         assert page.inner_text(".mon") == "OK"
 
         # The sandbox's events arrive: the next minute's check triggers.
-        stored = collection.run(source.pk).stored
+        stored = engine.run(source.pk).stored
         assert stored > 0
     assert checks.check_monitors() == 1
     assert notify.deliver_due() == 1

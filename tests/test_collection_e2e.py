@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
-from collectors import collection
+from collectors import days, engine
 from collectors.choices import SourceState
 from collectors.models import LogMessage, Source
 from tests import engine_support as es
@@ -21,7 +21,7 @@ NEXT_DAY = datetime.combine(es.TODAY + timedelta(days=1), datetime.min.time(), U
 def test_it_stores_exactly_the_sandbox_ids_of_the_window(settings, sb, collector):
     source = es.sandbox_source(settings, sb, collector)
 
-    result = collection.run(source.pk)
+    result = engine.run(source.pk)
 
     assert result.outcome == "caught_up"
     expected = sb.event_ids(*es.lookback())
@@ -35,7 +35,7 @@ def test_it_stores_exactly_the_sandbox_ids_of_the_window(settings, sb, collector
     assert source.state == SourceState.COLLECTING
     assert source.last_complete_day == es.YESTERDAY
     assert source.cursor_day is None
-    assert source.next_attempt_at == collection.collectable_at(es.TODAY)
+    assert source.next_attempt_at == days.collectable_at(es.TODAY)
     assert source.lease_owner == "" and source.lease_expires is None
 
 
@@ -45,7 +45,7 @@ def test_it_keeps_the_raw_json_and_the_metadata(settings, sb, collector):
         settings, sb, collector, fields={"Team": "blue", "unknown": "x"}
     )
 
-    collection.run(source.pk)
+    engine.run(source.pk)
 
     msg = LogMessage.objects.filter(source=source).order_by("message_time").first()
     assert msg.source_name == source.name
@@ -65,7 +65,7 @@ def test_it_keeps_the_raw_json_and_the_metadata(settings, sb, collector):
 def test_it_pages_through_a_day_of_many_events(settings, clock, collector):
     with es.running_sandbox(per_day={str(es.YESTERDAY): 250}, days=1) as server:
         source = es.sandbox_source(settings, server, collector, initial_lookback_days=1)
-        result = collection.run(source.pk)
+        result = engine.run(source.pk)
         assert set(es.stored_ids(source)) == server.event_ids(es.YESTERDAY)
     assert len(es.stored_ids(source)) == 250
     assert result.pages == 3
@@ -73,18 +73,18 @@ def test_it_pages_through_a_day_of_many_events(settings, clock, collector):
 
 def test_it_stores_nothing_new_on_a_second_run(settings, sb, collector):
     source = es.sandbox_source(settings, sb, collector)
-    collection.run(source.pk)
+    engine.run(source.pk)
     before = LogMessage.objects.count()
 
     # Not due yet: no request at all.
-    again = collection.run(source.pk)
+    again = engine.run(source.pk)
     assert again.outcome == "not_due" and again.requests == 0
 
     # Forget the checkpoint: every day is read again and nothing is stored twice.
     Source.objects.filter(pk=source.pk).update(
         last_complete_day=None, next_attempt_at=None
     )
-    rerun = collection.run(source.pk)
+    rerun = engine.run(source.pk)
     assert rerun.requests == 7 and rerun.stored == 0
     assert LogMessage.objects.count() == before
 
@@ -93,7 +93,7 @@ def test_it_reads_the_next_closed_day_and_rescans_the_one_before(
     settings, sb, clock, collector
 ):
     source = es.sandbox_source(settings, sb, collector)
-    collection.run(source.pk)
+    engine.run(source.pk)
     late = sb.add_event(occurred_date=f"{es.YESTERDAY}T08:00:00Z")
     too_late = sb.add_event(
         occurred_date=f"{es.YESTERDAY - timedelta(days=1)}T08:00:00Z"
@@ -101,9 +101,9 @@ def test_it_reads_the_next_closed_day_and_rescans_the_one_before(
     sb.clear_requests()
 
     clock.move_to(NEXT_DAY + timedelta(minutes=5))  # Inside the settle delay.
-    assert collection.run(source.pk).requests == 0
+    assert engine.run(source.pk).requests == 0
     clock.move_to(NEXT_DAY + timedelta(minutes=11))
-    result = collection.run(source.pk)
+    result = engine.run(source.pk)
 
     days = [r.query for r in es.api_requests(sb)]
     assert len(days) == 2
@@ -124,13 +124,13 @@ def test_it_a_look_back_of_zero_days_starts_with_the_next_closed_day(
 ):
     source = es.sandbox_source(settings, sb, collector, initial_lookback_days=0)
 
-    assert collection.run(source.pk).requests == 0
+    assert engine.run(source.pk).requests == 0
     source.refresh_from_db()
     assert source.last_complete_day == es.YESTERDAY
 
     clock.move_to(NEXT_DAY + timedelta(minutes=11))
-    result = collection.run(source.pk, max_pages=1)
+    result = engine.run(source.pk, max_pages=1)
     assert result.requests == 1  # The re-scan of yesterday comes first.
     Source.objects.filter(pk=source.pk).update(next_attempt_at=None)
-    collection.run(source.pk)
+    engine.run(source.pk)
     assert set(es.stored_ids(source)) == sb.event_ids(es.YESTERDAY, es.TODAY)

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from collectors import collection, tasks
+from collectors import engine, lifecycle
 from collectors.choices import ErrorType, HealthEventName, Severity, SourceState
+from collectors.engine import failures
 from collectors.models import HealthEvent, Source, StateTransition
 from tests import engine_support as es
 
@@ -27,10 +28,10 @@ def test_it_walks_the_states_in_order(settings, sb, collector):
     source = es.sandbox_source(settings, sb, collector)
     assert source.state == S.PENDING
 
-    assert tasks.claim(source)
+    assert lifecycle.claim(source)
     source.refresh_from_db()
     assert source.state == S.STARTED
-    collection.run(source.pk)
+    engine.run(source.pk)
 
     assert moves(source) == [
         ("", S.PENDING),  # created
@@ -49,10 +50,10 @@ def test_it_walks_the_states_in_order(settings, sb, collector):
 
 def test_it_later_runs_add_no_transitions(settings, sb, clock, collector):
     source = es.sandbox_source(settings, sb, collector)
-    collection.run(source.pk)
+    engine.run(source.pk)
     clock.shift(timedelta(days=1))
 
-    assert collection.run(source.pk).outcome == "caught_up"
+    assert engine.run(source.pk).outcome == "caught_up"
     assert len(moves(source)) == 5
 
 
@@ -61,7 +62,7 @@ def test_it_a_401_is_a_config_error_after_one_request_and_none_after(
 ):
     source = es.sandbox_source(settings, sb, collector, api_key="kb4-wrong-key-1234")
 
-    result = collection.run(source.pk)
+    result = engine.run(source.pk)
 
     assert result.outcome == "config_error" and result.requests == 1
     assert len(es.api_requests(sb)) == 1
@@ -77,8 +78,8 @@ def test_it_a_401_is_a_config_error_after_one_request_and_none_after(
 
     # However long we wait: no dispatch, and a delivered task makes no request.
     clock.shift(timedelta(days=2))
-    assert not tasks.due_sources().filter(pk=source.pk).exists()
-    assert collection.run(source.pk).requests == 0
+    assert not lifecycle.due_sources().filter(pk=source.pk).exists()
+    assert engine.run(source.pk).requests == 0
     assert len(es.api_requests(sb)) == 1
 
 
@@ -86,10 +87,10 @@ def test_it_collection_resumes_from_the_checkpoint_after_an_edit(
     settings, sb, clock, collector
 ):
     source = es.sandbox_source(settings, sb, collector)
-    assert collection.run(source.pk, max_pages=3).stored == 150
+    assert engine.run(source.pk, max_pages=3).stored == 150
     sb.remove_api_key(sb.api_key)  # The key is reset in KnowBe4.
-    assert collection.run(source.pk).outcome == "config_error"
-    assert collection.run(source.pk).requests == 0
+    assert engine.run(source.pk).outcome == "config_error"
+    assert engine.run(source.pk).requests == 0
 
     sb.add_api_key("kb4-new-key-5678")
     source.refresh_from_db()
@@ -98,7 +99,7 @@ def test_it_collection_resumes_from_the_checkpoint_after_an_edit(
     source.reconfigured()
     assert source.state == S.PENDING
     sb.clear_requests()
-    result = collection.run(source.pk)
+    result = engine.run(source.pk)
 
     assert result.outcome == "caught_up"
     first_day = es.lookback()[0] + timedelta(days=3)
@@ -120,7 +121,7 @@ def test_it_an_undecryptable_key_is_a_config_error_without_a_request(
     source = es.sandbox_source(settings, sb, collector)
     Source.objects.filter(pk=source.pk).update(api_key_encrypted="not-a-token")
 
-    result = collection.run(source.pk)
+    result = engine.run(source.pk)
 
     assert result.outcome == "config_error" and result.requests == 0
     assert es.api_requests(sb) == []
@@ -133,7 +134,7 @@ def test_it_a_base_url_no_longer_allowed_is_a_config_error(settings, sb, collect
     source = es.sandbox_source(settings, sb, collector)
     settings.KNOWBE4_EXTRA_BASE_URLS = []
 
-    assert collection.run(source.pk).outcome == "config_error"
+    assert engine.run(source.pk).outcome == "config_error"
     assert es.api_requests(sb) == []
     assert HealthEvent.objects.get(source=source).error_code == "unknown_base_url"
 
@@ -142,7 +143,7 @@ def test_it_a_source_saved_during_a_failing_run_is_retried_not_errored(
     settings, sb, clock, collector, monkeypatch
 ):
     source = es.sandbox_source(settings, sb, collector, api_key="kb4-wrong-key-1234")
-    real = collection._Run._config_error
+    real = failures.config_error
 
     def user_fixes_the_key_meanwhile(run, exc):
         edited = Source.objects.get(pk=source.pk)
@@ -151,15 +152,15 @@ def test_it_a_source_saved_during_a_failing_run_is_retried_not_errored(
         edited.reconfigured()
         return real(run, exc)
 
-    monkeypatch.setattr(collection._Run, "_config_error", user_fixes_the_key_meanwhile)
-    result = collection.run(source.pk)
+    monkeypatch.setattr(failures, "config_error", user_fixes_the_key_meanwhile)
+    result = engine.run(source.pk)
 
     assert result.outcome == "reconfigured"
     source.refresh_from_db()
     assert source.state != S.ERROR
     assert not HealthEvent.objects.filter(source=source).exists()
-    assert tasks.due_sources().filter(pk=source.pk).exists()
-    monkeypatch.setattr(collection._Run, "_config_error", real)
-    assert collection.run(source.pk).outcome == "caught_up"
+    assert lifecycle.due_sources().filter(pk=source.pk).exists()
+    monkeypatch.setattr(failures, "config_error", real)
+    assert engine.run(source.pk).outcome == "caught_up"
     source.refresh_from_db()
     assert source.state == S.COLLECTING

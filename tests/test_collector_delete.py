@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from django.urls import reverse
 
-from collectors import collection, health, tasks
+from collectors import engine, health, tasks
 from collectors.choices import ErrorType, Severity, SourceState
+from collectors.engine import store as engine_store
 from collectors.models import (
     HealthEvent,
     HostedCollector,
@@ -26,7 +27,7 @@ def test_it_moves_every_source_to_stopping_and_keeps_the_collector_until_done(
 ):
     first = es.sandbox_source(settings, sb, collector, name="First")
     second = es.sandbox_source(settings, sb, collector, name="Second")
-    collection.run(first.pk)
+    engine.run(first.pk)
     Source.objects.filter(pk=second.pk).update(state=SourceState.ERROR)
 
     resp = admin_client.post(reverse("collector-delete", args=[collector.pk]))
@@ -41,9 +42,9 @@ def test_it_moves_every_source_to_stopping_and_keeps_the_collector_until_done(
     assert reverse("source-types", args=[collector.pk]) not in page
 
     sb.clear_requests()
-    assert collection.run(first.pk).outcome == "deleted"
+    assert engine.run(first.pk).outcome == "deleted"
     assert HostedCollector.objects.filter(pk=collector.pk).exists()  # one left
-    assert collection.run(second.pk).outcome == "deleted"
+    assert engine.run(second.pk).outcome == "deleted"
     assert not HostedCollector.objects.filter(pk=collector.pk).exists()
     assert es.api_requests(sb) == []  # finishing a removal asks KnowBe4 nothing
     assert LogMessage.objects.filter(collector_name="Production").count() == 350
@@ -58,7 +59,7 @@ def test_it_stops_a_run_in_flight_without_writing_after_the_delete(
     settings, sb, collector, monkeypatch
 ):
     source = es.sandbox_source(settings, sb, collector)
-    real = collection._Run._store
+    real = engine_store.store_page
     calls = []
 
     def store(run, *args, **kw):
@@ -67,9 +68,9 @@ def test_it_stops_a_run_in_flight_without_writing_after_the_delete(
             HostedCollector.objects.get(pk=collector.pk).request_delete()
         return real(run, *args, **kw)
 
-    monkeypatch.setattr(collection._Run, "_store", store)
+    monkeypatch.setattr(engine_store, "store_page", store)
 
-    result = collection.run(source.pk)
+    result = engine.run(source.pk)
 
     assert result.outcome == "deleted"
     assert len(calls) == 3
@@ -92,7 +93,7 @@ def test_it_keeps_the_health_history_of_the_deleted_collector(
     )
     collector_id = collector.pk
     HostedCollector.objects.get(pk=collector_id).request_delete()
-    collection.run(source.pk)
+    engine.run(source.pk)
 
     event.refresh_from_db()
     assert (event.source_id, event.resource_name, event.collector_name) == (

@@ -6,7 +6,7 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from collectors import collection
+from collectors import engine
 from collectors.choices import SourceState
 from collectors.models import HostedCollector, LogMessage, Source
 from tests.cast import make_collector, make_source
@@ -81,7 +81,7 @@ def test_it_deletes_a_collector_keeping_collected_messages(admin_client, source)
     )
     admin_client.post(reverse("collector-delete", args=[source.collector.pk]))
     assert Source.objects.get().state == SourceState.STOPPING
-    assert collection.run(source.pk).outcome == "deleted"
+    assert engine.run(source.pk).outcome == "deleted"
     assert not HostedCollector.objects.exists()
     assert not Source.objects.exists()
     message = LogMessage.objects.get()

@@ -28,7 +28,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from collectors import collection
+from collectors import days
 from collectors.choices import SourceState
 from collectors.models import LogMessage, Source
 from tests.cast import make_collector, make_source
@@ -135,7 +135,7 @@ def test_it_survives_sigkill_at_random_moments(transactional_db, settings):
         assert final.returncode == 0, err[-2000:]
 
         # The source's window (near midnight the settle delay shifts it a day).
-        last = collection.last_collectable_day(timezone.now())
+        last = days.last_collectable_day(timezone.now())
         expected = sandbox.event_ids(last - timedelta(days=DAYS - 1), last)
 
     ids = list(

@@ -19,7 +19,7 @@ from django.core.management import call_command
 from django.utils import timezone
 from django_q.models import Schedule
 
-from collectors import collection, tasks
+from collectors import days, lifecycle, tasks
 from collectors.choices import SourceState
 from collectors.models import LogMessage, Source
 from tests.cast import make_collector, make_source
@@ -33,7 +33,7 @@ def hold_lease(source: Source, owner: str, *, dispatched_now: bool = True) -> No
     Source.objects.filter(pk=source.pk).update(
         state=SourceState.COLLECTING,
         lease_owner=owner,
-        lease_expires=now + collection.lease_duration(),
+        lease_expires=now + lifecycle.lease_duration(),
         dispatched_at=now if dispatched_now else None,
     )
 
@@ -46,7 +46,7 @@ def queued(monkeypatch) -> list[tuple]:
 
 
 def this_host() -> str:
-    return collection.new_owner().split(":")[0]
+    return lifecycle.new_owner().split(":")[0]
 
 
 @pytest.mark.django_db
@@ -65,7 +65,7 @@ def test_it_queues_a_source_whose_worker_died_at_once(collector, queued):
 def test_it_leaves_a_live_workers_and_another_hosts_lease_alone(collector, queued):
     live = make_source(collector, "Live")
     remote = make_source(collector, "Remote")
-    hold_lease(live, collection.new_owner())  # this very process: alive
+    hold_lease(live, lifecycle.new_owner())  # this very process: alive
     hold_lease(remote, f"elsewhere-host:{DEAD_PID}:abc")
 
     assert tasks.dispatch() == 0
@@ -81,15 +81,15 @@ def test_it_a_worker_that_took_the_lease_meanwhile_keeps_it(collector, monkeypat
     source = make_source(collector)
     dead = f"{this_host()}:{DEAD_PID}:abc"
     hold_lease(source, dead)
-    real = collection.owner_is_dead
+    real = lifecycle.owner_is_dead
 
     def dead_then_replaced(owner: str) -> bool:
         # Between the scan and the UPDATE a live worker takes the lease over.
         Source.objects.filter(pk=source.pk).update(lease_owner="new:1:live")
         return real(owner)
 
-    monkeypatch.setattr(collection, "owner_is_dead", dead_then_replaced)
-    assert collection.free_dead_leases() == []
+    monkeypatch.setattr(lifecycle, "owner_is_dead", dead_then_replaced)
+    assert lifecycle.free_dead_leases() == []
     assert Source.objects.get(pk=source.pk).lease_owner == "new:1:live"
 
 
@@ -163,7 +163,7 @@ def test_it_a_new_qcluster_continues_within_two_ticks_after_a_sigkill(
             base_url_key="x-sandbox",
             initial_lookback_days=DAYS,
         )
-        last = collection.last_collectable_day(timezone.now())
+        last = days.last_collectable_day(timezone.now())
         expected = sandbox.event_ids(last - timedelta(days=DAYS - 1), last)
         Schedule.objects.all().delete()  # the ticks are this test's own calls
         env = {
@@ -187,7 +187,7 @@ def test_it_a_new_qcluster_continues_within_two_ticks_after_a_sigkill(
             assert before < len(expected) - 1000
             # SIGKILL is delivered asynchronously: wait until the worker that
             # holds the lease is gone (a state, not a length of time).
-            wait_for(lambda: collection.owner_is_dead(held.lease_owner), "death")
+            wait_for(lambda: lifecycle.owner_is_dead(held.lease_owner), "death")
 
             second = start_qcluster(env)
             sandbox.gate(None)

@@ -13,7 +13,7 @@ from django_q.brokers import get_broker
 from django_q.models import Schedule
 from django_q.signing import SignedPackage
 
-from collectors import collection, tasks
+from collectors import lifecycle, tasks
 from collectors.choices import SourceState
 from collectors.models import Source
 from tests import engine_support as es
@@ -69,7 +69,7 @@ def test_it_picks_exactly_the_due_sources(collector, clock):
     src("leased", state=S.COLLECTING, lease_owner="x", lease_expires=future)
     src("queued", state=S.AUTHENTICATED, dispatched_at=now)
 
-    assert set(tasks.due_sources().values_list("pk", flat=True)) == due
+    assert set(lifecycle.due_sources().values_list("pk", flat=True)) == due
 
 
 def test_it_dispatch_queues_one_task_per_source_with_its_id_only(collector, broker):
@@ -90,7 +90,7 @@ def test_it_dispatch_queues_one_task_per_source_with_its_id_only(collector, brok
 def test_it_a_lost_task_is_queued_again_after_the_grace(collector, clock, broker):
     make_source(collector)
     tasks.dispatch()
-    clock.shift(tasks.DISPATCH_GRACE + timedelta(seconds=1))
+    clock.shift(lifecycle.dispatch_grace() + timedelta(seconds=1))
 
     assert tasks.dispatch() == 1
     assert len(queued(broker)) == 2
@@ -160,16 +160,16 @@ def test_it_collect_one_source(settings, sb, collector):
 def test_it_the_lease_of_a_dead_worker_is_taken_over(collector):
     source = make_source(collector)
     future = timezone.now() + timedelta(minutes=3)
-    host = collection.new_owner().split(":")[0]
+    host = lifecycle.new_owner().split(":")[0]
     Source.objects.filter(pk=source.pk).update(
         lease_owner=f"{host}:999999999:abc", lease_expires=future
     )
-    assert collection.dead_leases() == [source.pk]
-    assert collection.take_lease(source.pk, "me")
+    assert lifecycle.dead_leases() == [source.pk]
+    assert lifecycle.take_lease(source.pk, "me")
 
     # A live holder (this very process, another run) keeps its lease.
     Source.objects.filter(pk=source.pk).update(
-        lease_owner=collection.new_owner(), lease_expires=future
+        lease_owner=lifecycle.new_owner(), lease_expires=future
     )
-    assert collection.dead_leases() == []
-    assert not collection.take_lease(source.pk, "me again")
+    assert lifecycle.dead_leases() == []
+    assert not lifecycle.take_lease(source.pk, "me again")

@@ -10,7 +10,8 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from collectors import collection
+from collectors import engine, lifecycle
+from collectors.engine import store as engine_store
 from collectors.models import LogMessage, Source
 from tests import engine_support as es
 
@@ -21,18 +22,18 @@ clock, sb = es.clock, es.sb
 def test_it_the_same_task_twice_at_once_runs_once(settings, sb, collector, monkeypatch):
     source = es.sandbox_source(settings, sb, collector)
     barrier = threading.Barrier(2)
-    real_take = collection.take_lease
+    real_take = lifecycle.take_lease
 
     def take_lease(source_id, owner):
         barrier.wait(timeout=10)  # Both deliveries reach the lease together.
         return real_take(source_id, owner)
 
-    monkeypatch.setattr(collection, "take_lease", take_lease)
+    monkeypatch.setattr(lifecycle, "take_lease", take_lease)
     results = []
 
     def deliver():
         try:
-            results.append(collection.run(source.pk))
+            results.append(engine.run(source.pk))
         finally:
             connection.close()
 
@@ -59,7 +60,7 @@ def test_it_a_delivery_while_a_run_holds_the_lease_makes_no_request(
         lease_expires=timezone.now() + timedelta(minutes=2),
     )
 
-    result = collection.run(source.pk)
+    result = engine.run(source.pk)
 
     assert result.outcome == "lease_held" and result.requests == 0
     assert es.api_requests(sb) == []
@@ -68,9 +69,9 @@ def test_it_a_delivery_while_a_run_holds_the_lease_makes_no_request(
 
 def test_it_a_redelivery_after_the_run_makes_no_request(settings, sb, collector):
     source = es.sandbox_source(settings, sb, collector)
-    collection.run(source.pk)
+    engine.run(source.pk)
 
-    again = collection.run(source.pk)
+    again = engine.run(source.pk)
 
     assert again.outcome == "not_due" and again.requests == 0
     assert len(es.api_requests(sb)) == 7
@@ -80,16 +81,16 @@ def test_it_a_run_that_lost_its_lease_commits_nothing(
     settings, sb, collector, monkeypatch
 ):
     source = es.sandbox_source(settings, sb, collector)
-    real = collection._Run._store
+    real = engine_store.store_page
 
     def store(run, *args, **kw):
         # The lease expired and another worker took it while the page was read.
         Source.objects.filter(pk=source.pk).update(lease_owner="thief:1:x")
         return real(run, *args, **kw)
 
-    monkeypatch.setattr(collection._Run, "_store", store)
+    monkeypatch.setattr(engine_store, "store_page", store)
 
-    result = collection.run(source.pk)
+    result = engine.run(source.pk)
 
     assert result.outcome == "lease_lost"
     assert LogMessage.objects.count() == 0

@@ -10,7 +10,8 @@ from django.core.management import call_command
 from django_q.models import OrmQ, Schedule, Task
 from django_q.tasks import async_task
 
-from collectors import collection, tasks
+from collectors import engine, tasks
+from collectors.engine import store as engine_store
 from collectors.models import HealthEvent, LogMessage, Source, StateTransition
 from tests import engine_support as es
 
@@ -56,14 +57,14 @@ def test_it_the_key_is_in_no_log_event_task_or_result(
     def leaky(self, *args, **kw):
         raise ValueError(f"unexpected {key}")
 
-    monkeypatch.setattr(collection._Run, "_store", leaky)
+    monkeypatch.setattr(engine_store, "store_page", leaky)
     Source.objects.filter(pk=source.pk).update(next_attempt_at=None)
     clock.shift(timedelta(days=1))
-    assert collection.run(source.pk).outcome == "retrying"
+    assert engine.run(source.pk).outcome == "retrying"
     sb.inject("limit_exceeded", count=1)
     monkeypatch.undo()
     Source.objects.filter(pk=source.pk).update(next_attempt_at=None)
-    assert collection.run(source.pk).outcome == "quota_exceeded"
+    assert engine.run(source.pk).outcome == "quota_exceeded"
 
     # The scenario did happen...
     assert Task.objects.count() == 4

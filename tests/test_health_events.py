@@ -8,8 +8,10 @@ from datetime import timedelta
 import pytest
 from django.db import IntegrityError, OperationalError, transaction
 
-from collectors import collection, health
+from collectors import engine, health
 from collectors.choices import ErrorType, HealthEventName, Severity
+from collectors.engine import pipeline
+from collectors.engine import store as engine_store
 from collectors.models import HealthEvent, LogMessage
 from tests import engine_support as es
 
@@ -74,7 +76,7 @@ def test_it_a_5xx_warning_says_until_when_it_retries(settings, sb, collector):
     source = es.sandbox_source(settings, sb, collector)
     sb.inject("status", count=1, status=503)
 
-    collection.run(source.pk)
+    engine.run(source.pk)
 
     event = HealthEvent.objects.get(source=source)
     assert event.severity == Severity.WARNING
@@ -88,7 +90,7 @@ def test_it_our_own_failure_is_a_first_party_error_and_stores_nothing(
     settings, sb, clock, collector, monkeypatch
 ):
     source = es.sandbox_source(settings, sb, collector)
-    real = collection.MessageWriter.insert
+    real = engine_store.MessageWriter.insert
     broken = {"on": True}
 
     def insert(writer, rows):
@@ -97,9 +99,9 @@ def test_it_our_own_failure_is_a_first_party_error_and_stores_nothing(
             raise OperationalError("database is locked")
         return stored
 
-    monkeypatch.setattr(collection.MessageWriter, "insert", insert)
+    monkeypatch.setattr(engine_store.MessageWriter, "insert", insert)
 
-    assert collection.run(source.pk).outcome == "retrying"
+    assert engine.run(source.pk).outcome == "retrying"
 
     event = HealthEvent.objects.get(source=source)
     assert event.event_name == HealthEventName.FIRST_PARTY_GENERIC
@@ -111,7 +113,7 @@ def test_it_our_own_failure_is_a_first_party_error_and_stores_nothing(
 
     broken["on"] = False
     clock.move_to(source.next_attempt_at + timedelta(seconds=1))
-    assert collection.run(source.pk).outcome == "caught_up"
+    assert engine.run(source.pk).outcome == "caught_up"
     event.refresh_from_db()
     assert event.resolved_at is not None
     assert LogMessage.objects.count() == 350
@@ -125,10 +127,10 @@ def test_it_a_run_never_raises_even_when_nothing_can_be_recorded(
     def broken(*args, **kw):
         raise OperationalError("disk I/O error")
 
-    monkeypatch.setattr(collection._Run, "_collect", broken)
+    monkeypatch.setattr(pipeline, "collect", broken)
     monkeypatch.setattr(health, "record", broken)
 
-    result = collection.run(source.pk)
+    result = engine.run(source.pk)
 
     assert result.outcome == "failed"
     source.refresh_from_db()

@@ -4,8 +4,9 @@ without partial writes."""
 
 from __future__ import annotations
 
-from collectors import collection, tasks
+from collectors import engine, lifecycle
 from collectors.choices import SourceState
+from collectors.engine import store as engine_store
 from collectors.models import LogMessage, Source
 from tests import engine_support as es
 
@@ -14,13 +15,13 @@ clock, sb = es.clock, es.sb
 
 def test_it_stopping_deletes_the_source_and_keeps_its_messages(settings, sb, collector):
     source = es.sandbox_source(settings, sb, collector)
-    collection.run(source.pk)
+    engine.run(source.pk)
     sb.clear_requests()
     source.refresh_from_db()
     assert source.request_stop()
-    assert tasks.due_sources().filter(pk=source.pk).exists()
+    assert lifecycle.due_sources().filter(pk=source.pk).exists()
 
-    result = collection.run(source.pk)
+    result = engine.run(source.pk)
 
     assert result.outcome == "deleted" and result.requests == 0
     assert not Source.objects.filter(pk=source.pk).exists()
@@ -33,7 +34,7 @@ def test_it_a_page_in_flight_when_deleted_is_abandoned(
     settings, sb, collector, monkeypatch
 ):
     source = es.sandbox_source(settings, sb, collector)
-    real = collection._Run._store
+    real = engine_store.store_page
     calls = []
 
     def store(run, *args, **kw):
@@ -42,9 +43,9 @@ def test_it_a_page_in_flight_when_deleted_is_abandoned(
             Source.objects.get(pk=source.pk).request_stop()
         return real(run, *args, **kw)
 
-    monkeypatch.setattr(collection._Run, "_store", store)
+    monkeypatch.setattr(engine_store, "store_page", store)
 
-    result = collection.run(source.pk)
+    result = engine.run(source.pk)
 
     assert result.outcome == "deleted"
     assert len(calls) == 3
@@ -56,18 +57,18 @@ def test_it_a_page_in_flight_when_deleted_is_abandoned(
 
 def test_it_a_stopping_source_in_error_is_deleted_too(settings, sb, collector):
     source = es.sandbox_source(settings, sb, collector, api_key="kb4-wrong-key-1234")
-    collection.run(source.pk)
+    engine.run(source.pk)
     source.refresh_from_db()
     assert source.state == SourceState.ERROR
     assert source.request_stop()
 
-    assert collection.run(source.pk).outcome == "deleted"
+    assert engine.run(source.pk).outcome == "deleted"
     assert len(es.api_requests(sb)) == 1
 
 
 def test_it_restart_keeps_the_checkpoint(settings, sb, collector):
     source = es.sandbox_source(settings, sb, collector)
-    collection.run(source.pk, max_pages=2)
+    engine.run(source.pk, max_pages=2)
     Source.objects.filter(pk=source.pk).update(state=SourceState.ERROR)
     source.refresh_from_db()
     checkpoint = (source.cursor_day, source.cursor_page, source.last_complete_day)
@@ -80,7 +81,7 @@ def test_it_restart_keeps_the_checkpoint(settings, sb, collector):
         checkpoint
     )
     sb.clear_requests()
-    assert collection.run(source.pk).requests == 5
+    assert engine.run(source.pk).requests == 5
     assert len(es.stored_ids(source)) == 350
 
 
@@ -90,5 +91,5 @@ def test_it_a_user_stop_is_never_overwritten_by_the_worker(settings, sb, collect
     stale = Source.objects.get(pk=source.pk)  # The worker's copy: Pending.
     Source.objects.get(pk=source.pk).request_stop()
 
-    assert not collection.mark_started(stale)
+    assert not lifecycle.mark_started(stale)
     assert Source.objects.get(pk=source.pk).state == SourceState.STOPPING

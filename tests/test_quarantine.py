@@ -18,8 +18,9 @@ from django.contrib.auth.models import Permission
 from django.db import DataError
 from django.urls import reverse
 
-from collectors import collection, quarantine
+from collectors import engine, quarantine
 from collectors.choices import HealthEventName, Severity, SourceState
+from collectors.engine import store as engine_store
 from collectors.knowbe4 import events
 from collectors.models import HealthEvent, LogMessage, QuarantinedEvent
 from tests import engine_support as es
@@ -116,7 +117,7 @@ def test_it_stores_nul_and_surrogates_in_any_column_cleaned_with_raw_as_sent(
         }
     )
 
-    result = collection.run(src.pk)
+    result = engine.run(src.pk)
 
     assert result.outcome == "caught_up" and result.stored == 5
     rows = {m.event_id: m for m in LogMessage.objects.filter(source=src)}
@@ -139,7 +140,7 @@ def test_it_cuts_display_columns_to_the_model_widths_never_the_id(clock, src):
     long_email = event(2, user={"email": "e" * 400 + "@example.com"})
     serve({1: page_body([encoded(long_type), encoded(long_email)], None)})
 
-    assert collection.run(src.pk).stored == 2
+    assert engine.run(src.pk).stored == 2
 
     first = LogMessage.objects.get(event_id=long_type["id"])
     assert first.event_type == "x" * width
@@ -225,7 +226,7 @@ def test_it_quarantines_a_poison_event_and_stores_the_rest_once(
         }
     )
 
-    result = collection.run(src.pk)
+    result = engine.run(src.pk)
 
     assert result.outcome == "caught_up"
     assert stored(src) == sorted(e["id"] for e in good)
@@ -240,7 +241,7 @@ def test_it_quarantines_a_poison_event_and_stores_the_rest_once(
 
     # A later run (re-scan of the same day) keeps it once and stores nothing twice.
     clock.shift(timedelta(days=1))
-    assert collection.run(src.pk).outcome == "caught_up"
+    assert engine.run(src.pk).outcome == "caught_up"
     assert QuarantinedEvent.objects.filter(source=src).count() == 1
     assert LogMessage.objects.filter(source=src).count() == 3
     assert warning(src) is not None  # A clean run does not resolve it.
@@ -267,7 +268,7 @@ def test_it_keeps_a_json_page_without_a_data_list_whole_and_follows_its_meta(
     broken = b'{"data": {"oops": 1}, "meta": {"next_page": 2}}'
     asked = serve({1: broken, 2: page_body([encoded(event(7))], None)})
 
-    assert collection.run(src.pk).outcome == "caught_up"
+    assert engine.run(src.pk).outcome == "caught_up"
 
     assert asked[:2] == [1, 2]
     assert stored(src) == [event(7)["id"]]
@@ -282,7 +283,7 @@ def test_it_keeps_a_json_page_without_a_data_list_whole_and_follows_its_meta(
 def test_it_quarantines_only_the_row_the_database_refuses(clock, src, monkeypatch):
     """The safety net for a cause nobody foresaw: the page is retried row by
     row in savepoints and only the refused row is kept."""
-    real = collection.MessageWriter._insert
+    real = engine_store.MessageWriter._insert
     poison = event(2)["id"]
 
     def insert(rows):
@@ -290,10 +291,10 @@ def test_it_quarantines_only_the_row_the_database_refuses(clock, src, monkeypatc
             raise DataError("value refused")
         return real(rows)
 
-    monkeypatch.setattr(collection.MessageWriter, "_insert", staticmethod(insert))
+    monkeypatch.setattr(engine_store.MessageWriter, "_insert", staticmethod(insert))
     serve({1: page_body([encoded(event(n)) for n in (1, 2, 3)], None)})
 
-    assert collection.run(src.pk).outcome == "caught_up"
+    assert engine.run(src.pk).outcome == "caught_up"
 
     assert stored(src) == sorted([event(1)["id"], event(3)["id"]])
     kept = QuarantinedEvent.objects.get(source=src)
@@ -301,7 +302,7 @@ def test_it_quarantines_only_the_row_the_database_refuses(clock, src, monkeypatc
     assert json.loads(bytes(kept.raw)) == event(2)
     assert_moved_past_the_day(src)
 
-    monkeypatch.setattr(collection.MessageWriter, "_insert", staticmethod(real))
+    monkeypatch.setattr(engine_store.MessageWriter, "_insert", staticmethod(real))
     assert quarantine.reprocess(src) == (1, 0)
     assert len(stored(src)) == 3 and warning(src) is None
 
@@ -311,7 +312,7 @@ def test_it_counts_every_event_left_in_the_warning(clock, src):
     bad = [b'"one"', b'{"id": 7, "occurred_date": "2026-03-09"}', b"[1, 2]"]
     serve({1: page_body([*bad, encoded(event(1))], None)})
 
-    collection.run(src.pk)
+    engine.run(src.pk)
 
     assert warning(src).message == "3 events could not be stored."
     assert QuarantinedEvent.objects.filter(source=src).count() == 3
@@ -322,7 +323,7 @@ def test_it_lists_quarantine_on_the_source_page_and_reprocesses_by_post(
     clock, src, admin_client, monkeypatch
 ):
     serve({1: page_body([b'{"id": 99, "occurred_date": "2026-03-09"}'], None)})
-    collection.run(src.pk)
+    engine.run(src.pk)
     page = admin_client.get(src.get_absolute_url())
     html = page.content.decode()
     assert 'id="quarantine"' in html and "invalid_id" in html

@@ -10,8 +10,9 @@ from datetime import timedelta
 import pytest
 from django.urls import reverse
 
-from collectors import collection, tasks
+from collectors import engine, lifecycle
 from collectors.choices import ErrorType, HealthEventName, SourceState
+from collectors.engine.daypages import EventsReader
 from collectors.models import HealthEvent, Source, StateTransition
 from tests import engine_support as es
 
@@ -34,7 +35,7 @@ def _no_dispatch_on_save(settings):
 
 def caught_up(settings, server, collector) -> Source:
     source = es.sandbox_source(settings, server, collector)
-    assert collection.run(source.pk).outcome == "caught_up"
+    assert engine.run(source.pk).outcome == "caught_up"
     source.refresh_from_db()
     assert source.state == S.COLLECTING
     server.clear_requests()
@@ -60,12 +61,12 @@ def edit(client, source: Source, **changes):
     return source
 
 
-def next_dispatch(source: Source) -> collection.RunResult | None:
+def next_dispatch(source: Source) -> engine.RunResult | None:
     """What the dispatcher would do now: claim the source if it is due, run it."""
-    if not tasks.due_sources().filter(pk=source.pk).exists():
+    if not lifecycle.due_sources().filter(pk=source.pk).exists():
         return None
-    assert tasks.claim(Source.objects.get(pk=source.pk))
-    result = collection.run(source.pk)
+    assert lifecycle.claim(Source.objects.get(pk=source.pk))
+    result = engine.run(source.pk)
     source.refresh_from_db()
     return result
 
@@ -143,7 +144,7 @@ def test_it_a_description_only_edit_keeps_collecting_without_a_request(
     assert source.state == S.COLLECTING
     assert source.config_version == version + 1
     assert next_dispatch(source) is None  # Not due: nothing to do until tomorrow.
-    assert collection.run(source.pk).requests == 0  # Even if a task ran anyway.
+    assert engine.run(source.pk).requests == 0  # Even if a task ran anyway.
     assert es.api_requests(sb) == []
     assert StateTransition.objects.filter(source=source).count() == before
 
@@ -168,15 +169,15 @@ def test_it_a_source_restarted_during_a_run_is_due_again_at_once(
     """The run in flight does not push the next attempt to tomorrow over the
     restart: the new run authenticates now."""
     source = es.sandbox_source(settings, sb, collector)
-    real = collection._Run._finish
+    real = EventsReader._finish
 
-    def restart_then_finish(run, last):
+    def restart_then_finish(reader, ctx, last):
         Source.objects.get(pk=source.pk).restart()
-        real(run, last)
+        return real(reader, ctx, last)
 
-    monkeypatch.setattr(collection._Run, "_finish", restart_then_finish)
-    assert collection.run(source.pk).outcome == "reconfigured"
-    monkeypatch.setattr(collection._Run, "_finish", real)
+    monkeypatch.setattr(EventsReader, "_finish", restart_then_finish)
+    assert engine.run(source.pk).outcome == "reconfigured"
+    monkeypatch.setattr(EventsReader, "_finish", real)
 
     source.refresh_from_db()
     assert source.state == S.PENDING and source.next_attempt_at is None

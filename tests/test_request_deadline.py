@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from collectors import collection
+from collectors import engine
 from collectors.choices import ErrorType, HealthEventName
 from collectors.knowbe4.client import KnowBe4Client, TransientError
 from collectors.knowbe4.sandbox import utc_today
@@ -60,7 +60,7 @@ def test_it_a_run_records_the_timeout_as_third_party_generic(settings, sb, colle
     source = es.sandbox_source(settings, sb, collector)
     sb.inject(kind="drip", delay=DRIP_EVERY, count=1)
 
-    result = collection.run(source.pk)
+    result = engine.run(source.pk)
 
     assert result.outcome != "caught_up"
     event = HealthEvent.objects.get(source=source)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime, timedelta
 
-from collectors import collection, retry, tasks
+from collectors import engine, lifecycle, retry
 from collectors.choices import ErrorType, HealthEventName, Severity, SourceState
 from collectors.models import HealthEvent, LogMessage, Source
 from tests import engine_support as es
@@ -21,7 +21,7 @@ def run_until(source, clock, outcomes, limit=60):
     """Run, moving time to each next attempt, until an outcome in `outcomes`."""
     seen = []
     for _ in range(limit):
-        result = collection.run(source.pk)
+        result = engine.run(source.pk)
         seen.append(result.outcome)
         if result.outcome in outcomes:
             return seen
@@ -89,12 +89,12 @@ def test_it_gives_up_after_90_minutes_of_500s(settings, sb, clock, collector):
 
     # No request any more, however long we wait, until edited or restarted.
     clock.shift(timedelta(hours=5))
-    assert collection.run(source.pk).requests == 0
-    assert not tasks.due_sources().filter(pk=source.pk).exists()
+    assert engine.run(source.pk).requests == 0
+    assert not lifecycle.due_sources().filter(pk=source.pk).exists()
     assert len(es.api_requests(sb)) == len(outcomes)
     sb.clear_faults()
     assert source.restart()
-    assert collection.run(source.pk).outcome == "caught_up"
+    assert engine.run(source.pk).outcome == "caught_up"
     assert set(es.stored_ids(source)) == sb.event_ids(*es.lookback())
 
 
@@ -108,7 +108,7 @@ def test_it_the_window_survives_a_restart_of_the_workers(
     )
     sb.inject("status", count=1, status=502)
 
-    assert collection.run(source.pk).outcome == "retries_exhausted"
+    assert engine.run(source.pk).outcome == "retries_exhausted"
     assert len(es.api_requests(sb)) == 1
 
 
@@ -117,10 +117,10 @@ def test_it_a_truncated_page_is_retried_and_never_partly_stored(
 ):
     with es.running_sandbox(per_day={str(es.YESTERDAY): 250}, days=1) as server:
         source = es.sandbox_source(settings, server, collector, initial_lookback_days=1)
-        assert collection.run(source.pk, max_pages=1).stored == 100
+        assert engine.run(source.pk, max_pages=1).stored == 100
         server.inject("truncate", count=1)
 
-        failed = collection.run(source.pk)
+        failed = engine.run(source.pk)
 
         assert failed.outcome == "retrying"
         assert LogMessage.objects.filter(source=source).count() == 100
@@ -129,7 +129,7 @@ def test_it_a_truncated_page_is_retried_and_never_partly_stored(
         assert source.next_attempt_at > es.NOON
         assert HealthEvent.objects.get(source=source).error_code == "truncated_body"
         clock.move_to(source.next_attempt_at + timedelta(seconds=1))
-        assert collection.run(source.pk).outcome == "caught_up"
+        assert engine.run(source.pk).outcome == "caught_up"
         ids = es.stored_ids(source)
         assert sorted(ids) == sorted(server.event_ids(es.YESTERDAY))
         assert len(ids) == 250
@@ -150,7 +150,7 @@ def test_it_honours_a_long_retry_after(settings, sb, clock, collector):
     source = es.sandbox_source(settings, sb, collector)
     sb.inject("too_many_requests", count=1, headers={"Retry-After": "120"})
 
-    result = collection.run(source.pk)
+    result = engine.run(source.pk)
 
     assert result.outcome == "throttled"
     source.refresh_from_db()
@@ -159,9 +159,9 @@ def test_it_honours_a_long_retry_after(settings, sb, clock, collector):
     assert source.error_streak_started is None  # Not an error.
     assert not HealthEvent.objects.filter(source=source).exists()
     clock.shift(timedelta(seconds=100))
-    assert collection.run(source.pk).requests == 0
+    assert engine.run(source.pk).requests == 0
     clock.shift(timedelta(seconds=21))
-    assert collection.run(source.pk).outcome == "caught_up"
+    assert engine.run(source.pk).outcome == "caught_up"
     assert len(es.stored_ids(source)) == 350
 
 
@@ -169,7 +169,7 @@ def test_it_waits_out_a_short_retry_after_in_the_run(settings, sb, collector):
     source = es.sandbox_source(settings, sb, collector)
     sb.inject("too_many_requests", count=1, headers={"Retry-After": "1"})
 
-    result = collection.run(source.pk)
+    result = engine.run(source.pk)
 
     assert result.outcome == "caught_up"
     first, second = es.api_requests(sb)[:2]
@@ -191,7 +191,7 @@ def test_it_limit_exceeded_waits_for_the_next_utc_day(settings, sb, clock, colle
     )
     sb.inject("limit_exceeded", count=1)
 
-    assert collection.run(source.pk).outcome == "quota_exceeded"
+    assert engine.run(source.pk).outcome == "quota_exceeded"
 
     source.refresh_from_db()
     assert abs((source.next_attempt_at - MIDNIGHT).total_seconds()) <= 2
@@ -202,14 +202,14 @@ def test_it_limit_exceeded_waits_for_the_next_utc_day(settings, sb, clock, colle
     assert event.error_code == "limit_exceeded"
     assert "2026-03-11 00:00 UTC" in event.message
     # Another source with the same key does not even try.
-    assert collection.run(sibling.pk).requests == 0
+    assert engine.run(sibling.pk).requests == 0
     sibling.refresh_from_db()
     assert abs((sibling.next_attempt_at - MIDNIGHT).total_seconds()) <= 2
     assert len(es.api_requests(sb)) == 1
 
     clock.move_to(MIDNIGHT - timedelta(minutes=1))
-    assert collection.run(source.pk).requests == 0
+    assert engine.run(source.pk).requests == 0
     clock.move_to(MIDNIGHT + timedelta(seconds=3))
-    result = collection.run(source.pk)
+    result = engine.run(source.pk)
     assert result.outcome == "caught_up" and result.stored == 350
     assert HealthEvent.objects.get(source=source).resolved_at is not None

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from collectors import collection
+from collectors import engine
 from collectors.models import LogMessage
 from tests.cast import make_collector
 from tests.engine_support import clock, lookback, sandbox_source, stored_ids  # noqa: F401
@@ -35,16 +35,16 @@ def test_it_busiest_second_counts_a_closed_window():
     assert busiest_second([]) == 0
 
 
-def collect_concurrently(source_ids: list[int]) -> list[collection.RunResult]:
+def collect_concurrently(source_ids: list[int]) -> list[engine.RunResult]:
     """One collection run per source, each in its own thread (and connection)."""
     from django.db import connection
 
-    results: list[collection.RunResult] = []
+    results: list[engine.RunResult] = []
     lock = threading.Lock()
 
     def one(pk: int) -> None:
         try:
-            result = collection.run(pk)
+            result = engine.run(pk)
             with lock:
                 results.append(result)
         finally:

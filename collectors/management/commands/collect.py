@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from collectors import collection
+from collectors import engine, lifecycle
 from collectors.models import Source
-from collectors.tasks import due_sources
 
 
 class Command(BaseCommand):
@@ -37,14 +36,14 @@ class Command(BaseCommand):
 
     def _due(self, only: int | None) -> list[int]:
         # A lease left by a killed `collect` process is taken over at once.
-        ids = set(due_sources().values_list("pk", flat=True))
-        ids |= set(collection.dead_leases())
+        ids = set(lifecycle.due_sources().values_list("pk", flat=True))
+        ids |= set(lifecycle.dead_leases())
         return sorted(i for i in ids if only is None or i == only)
 
-    def _run(self, pk: int) -> collection.RunResult:
+    def _run(self, pk: int) -> engine.RunResult:
         src = Source.objects.filter(pk=pk).only("pk", "state").first()
         if src is not None:
-            collection.mark_started(src, "Collection run started (collect command)")
-        result = collection.run(pk)
+            lifecycle.mark_started(src, "Collection run started (collect command)")
+        result = engine.run(pk)
         self.stdout.write(str(result))
         return result

@@ -1,0 +1,101 @@
+"""The page fetcher: one request ahead on a helper thread, within the limits.
+
+KnowBe4's latency and our writes overlap: while a page is stored, the next
+one is already on its way. The helper thread only does HTTP (no database);
+the limiter is acquired and released in the run's thread (its bookkeeping is
+per thread and may use the database). A short Retry-After on 429 Too Many
+Requests is waited out here rather than ending the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from django.conf import settings
+
+from collectors.engine.context import RunContext
+from collectors.knowbe4.client import EventsPage, TooManyRequests
+
+logger = logging.getLogger(__name__)
+
+sleep = time.sleep  # Replaced by tests that must not really wait.
+
+
+class Fetcher:
+    """Sends page requests on a helper thread, one ahead at most.
+
+    `request(key)` is the reader's HTTP call for one page key (a (day, page)
+    for the events stream); it runs on the helper thread.
+    """
+
+    def __init__(
+        self,
+        ctx: RunContext,
+        pool: ThreadPoolExecutor,
+        request: Callable[..., EventsPage],
+    ) -> None:
+        self.ctx, self.pool, self.request = ctx, pool, request
+        self.limiter = ctx.limiter
+        self.pending: tuple[tuple, Future] | None = None
+        self.finished_at: float | None = None  # Of the one request in flight.
+
+    def _send(self, key: tuple) -> Future:
+        self.limiter.acquire()
+        self.ctx.result.requests += 1
+        return self.pool.submit(self._timed, key)
+
+    def _timed(self, key: tuple) -> EventsPage:
+        """On the helper thread: the request, noting when its answer arrived."""
+        try:
+            return self.request(*key)
+        finally:
+            self.finished_at = time.monotonic()
+
+    def _receive(self, future: Future) -> EventsPage:
+        try:
+            return future.result()
+        finally:
+            # The limiter counts the next second from the answer's arrival, not
+            # from now (after the previous page was stored): safe and faster.
+            self.limiter.release(finished_at=self.finished_at)
+
+    def ahead(self, *key) -> None:
+        """Start fetching the page after the current one."""
+        self.drain()
+        self.pending = (key, self._send(key))
+
+    def page(self, *key) -> EventsPage:
+        """The page: from the request sent ahead, or a new one."""
+        if self.pending and self.pending[0] == key:
+            future = self.pending[1]
+            self.pending = None
+        else:
+            self.drain()
+            future = self._send(key)
+        inline = settings.COLLECTION_INLINE_RETRY_AFTER
+        for attempt in range(3):
+            try:
+                return self._receive(future)
+            except TooManyRequests as exc:
+                wait = exc.retry_after
+                if attempt == 2 or wait is None or wait > inline:
+                    raise
+                if time.monotonic() + wait >= self.ctx.deadline:
+                    raise
+                logger.debug("source %s: 429, waiting %.1fs", self.ctx.source_id, wait)
+                sleep(wait)
+                future = self._send(key)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def drain(self) -> None:
+        """Wait for a request sent ahead that will not be used; drop it."""
+        if self.pending is None:
+            return
+        _, future = self.pending
+        self.pending = None
+        with contextlib.suppress(Exception):  # Its page is read again later.
+            self._receive(future)
