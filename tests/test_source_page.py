@@ -145,6 +145,7 @@ def test_it_restarts_a_collecting_source_but_not_a_pending_one(admin_client, sou
     url = reverse("source-restart", args=[source.pk])
     resp = admin_client.post(url, follow=True)
     assert "is Pending: nothing to restart" in resp.content.decode()
+    source.transition(SourceState.STARTED, "Collection task created")
     source.transition(SourceState.COLLECTING, "ok")
     version = source.config_version
     assert f'action="{url}"' in get(admin_client, source)
