@@ -103,7 +103,7 @@ def test_it_queues_again_an_output_whose_worker_died(db, queued, monkeypatch):
         dispatched_at=now,
     )
     monkeypatch.setattr(
-        delivery.collection, "owner_is_dead", lambda owner: owner.endswith(":dead")
+        delivery.lifecycle, "owner_is_dead", lambda owner: owner.endswith(":dead")
     )
 
     assert tasks.dispatch() == 1
