@@ -65,8 +65,8 @@ def last_success_text(when, activity: str = "collection") -> str:
 class Health:
     """A resource's health as drawn: its look and what its tooltip says.
 
-    The icon button on the pages and the refresh endpoint's JSON both come
-    from this, so they cannot disagree.
+    The icon button (`status_icon`) comes from this, on the pages and in the
+    cells the refresh endpoint renders, so they cannot disagree.
     """
 
     look: StatusLook
