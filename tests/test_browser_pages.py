@@ -340,6 +340,9 @@ def test_it_keeps_name_health_and_status_on_a_phone(browser, live_server, admin_
         assert box["x"] >= 0 and box["x"] + box["width"] <= 390
         assert abs(box["y"] + box["height"] - 844) <= 2  # a bottom sheet
         pg.screenshot(path=str(artifacts_dir() / "phone-health-panel.png"))
+        pg.add_script_tag(url=live_server.url + static("vendor/axe/axe.min.js"))
+        serious = [v for v in pg.evaluate(AXE_JS) if v["impact"] in SERIOUS]
+        assert not serious, serious  # the open panel too
     finally:
         context.close()
 

@@ -163,3 +163,31 @@ def test_it_draws_the_seeds_state_pills_at_aa():
     ):
         assert ratio(light[ink], light[bg]) >= 4.5
     assert round(ratio("#e37400", "#fff4e5"), 2) < 3  # the old Warning pair
+
+
+# Rules drawn on the dark top bar or its tooltip, not on a card or the page.
+ON_THE_BAR = (".topbar", ".health-tooltip", ".linkbutton", ".menu-toggle", ".mainnav",
+              ".brand", ".signout", ".skip-link")  # fmt: skip
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_it_keeps_every_text_colour_readable_on_cards_and_the_page(scheme):
+    """A rule that sets only a text colour is drawn on a card or the page."""
+    palette, bad = PALETTES[scheme], []
+    for path in sorted(CSS.glob("*.css")):
+        for media, selector, body in blocks(path.read_text()):
+            d = declarations(body)
+            back = d.get("background-color") or d.get("background") or ""
+            if "color" not in d or resolve(back, palette):
+                continue  # no text colour, or checked against its own background
+            if (DARK in media) != (scheme == "dark") and DARK in media:
+                continue
+            if any(part in selector for part in ON_THE_BAR) or selector == ":root":
+                continue
+            if selector.startswith(".status-"):
+                continue  # marks the health icon button; its colours are the SVG's
+            fg = resolve(d["color"], palette)
+            for surface in ("card", "bg"):
+                if fg and ratio(fg, palette[surface]) < 4.5:
+                    bad.append(f"{path.name} {selector}: {d['color']} on {surface}")
+    assert not bad, bad
