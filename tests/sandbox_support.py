@@ -30,9 +30,11 @@ import pytest
 from collectors.knowbe4.sandbox import SandboxServer
 
 SANDBOX_KEY = "kb4-sandbox-key-0123456789-AbCdEfGh"
+REPORTING_KEY = "kb4-sandbox-reporting-key-9876543210-XyZ"
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULTS: dict[str, Any] = {
     "api_keys": [SANDBOX_KEY],
+    "reporting_keys": [REPORTING_KEY],
     "seed": 1,
     "days": 10,
     "events_per_day": 50,

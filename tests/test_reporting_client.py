@@ -208,7 +208,7 @@ def test_it_does_not_follow_a_redirect():
     [
         ({"Retry-After": "1"}, "Too Many Requests", TooManyRequests, 1.0),
         ({}, "", TooManyRequests, None),
-        ({"Retry-After": "30"}, '{"message":"Burst limit"}', TooManyRequests, 30.0),
+        ({"Retry-After": "30"}, "Burst Limit Exceeded", TooManyRequests, 30.0),
         ({"Retry-After": "7200"}, "", QuotaExceeded, 7200.0),
         ({}, '{"message":"Daily limit reached"}', QuotaExceeded, None),
     ],
@@ -300,3 +300,14 @@ def test_it_builds_child_paths_for_ids_over_2_to_the_31():
 def test_it_refuses_an_unusable_key_before_any_request():
     with ReportingClient(BASE, "bad key\n") as c, pytest.raises(ConfigError):
         c.get_page("/v1/users")
+
+
+@responses.activate
+def test_it_reads_an_unpaged_history_in_one_request():
+    url = BASE + "/v1/account/risk_score_history"
+    history = [{"risk_score": 30.1, "date": f"2025-01-{d:02d}"} for d in range(1, 29)]
+    responses.add(responses.GET, url, json=history * 30)
+    with client() as c:
+        doc = c.get_list("/v1/account/risk_score_history", {"full": "true"})
+    assert len(doc) == 840
+    assert "page" not in queries()[0] and queries()[0]["full"] == ["true"]

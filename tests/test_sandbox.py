@@ -20,6 +20,7 @@ from collectors.knowbe4.client import (
 )
 from collectors.knowbe4.sandbox import SandboxServer, key_hash, utc_today
 from tests.sandbox_support import (
+    REPORTING_KEY,
     SANDBOX_KEY,
     running_sandbox,
     sandbox,  # noqa: F401  (the fixture)
@@ -462,7 +463,10 @@ def test_it_lists_event_types(sandbox):  # noqa: F811
 
 
 def test_it_answers_unknown_paths_with_404(sandbox):  # noqa: F811
-    assert get(sandbox, "/v1/events").status_code == 404
+    assert get(sandbox, "/v2/events").status_code == 404
+    # /v1/ is the Reporting API (test_sandbox_reporting.py): its own keys
+    assert get(sandbox, "/v1/events").status_code == 401
+    assert get(sandbox, "/v1/events", key=REPORTING_KEY).status_code == 404
 
 
 def test_it_the_client_reads_every_page_of_the_window(frozen):

@@ -179,12 +179,10 @@ def _request_id(resp: requests.Response) -> str:
 
 def _too_many(text: str, retry_after: float | None, cite: str) -> TooManyRequests:
     """A 429, told apart by what it says: the daily limit when the body says
-    so or the wait is longer than a minute's window, else a short limit."""
-    lowered = text.lower()
-    daily = (
-        "daily" in lowered
-        or "limit exceeded" in lowered
-        or (retry_after is not None and retry_after > DAILY_RETRY_AFTER)
+    "daily" or the wait is longer than the burst window can need, else the
+    per-second or burst limit (whose bodies also say "limit exceeded")."""
+    daily = "daily" in text.lower() or (
+        retry_after is not None and retry_after > DAILY_RETRY_AFTER
     )
     if daily:
         return QuotaExceeded(
@@ -327,6 +325,19 @@ class ReportingClient:
             if result.last:
                 return
             page, previous = page + 1, digest
+
+    def get_list(self, path: str, params: dict | None = None) -> list:
+        """Read an unpaged JSON array in one request (risk score histories:
+        the reference documents no paging for them, and `full=true` returns
+        the whole history)."""
+        self._http.last_request_id = ""
+        body = self._http._get(path, dict(params or {}))
+        doc = _decode(body, self.last_request_id)
+        if not isinstance(doc, list):
+            raise TransientError(
+                "not_a_list", f"KnowBe4's answer to {path} is not a JSON array."
+            )
+        return doc
 
     def get_object(self, path: str, params: dict | None = None) -> dict:
         """Read one JSON object (`/v1/account`, `/v1/users/{id}`, ...)."""

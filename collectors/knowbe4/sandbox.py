@@ -38,6 +38,10 @@ The control interface (no key; refused unless the caller is on loopback):
 
 Faults that replace the answer (status, html, ...) do not count against the
 key's limits; slow, truncate and reset alter a real answer, which does.
+
+Requests under `/v1/` are the KMSAT Reporting API, served by
+`sandbox_reporting.py` with its own keys (`reporting_keys`), data set and
+limits, and the same faults, gate and request log.
 """
 
 from __future__ import annotations
@@ -257,8 +261,21 @@ class SandboxState:
         seats: int = 1000,
         rate_limit: bool = True,
         quota: bool = True,
+        reporting_keys: list[str] | None = None,
+        reporting: dict[str, Any] | None = None,
     ) -> None:
+        from collectors.knowbe4.sandbox_reporting import ReportingAPI
+
         self.api_keys = list(api_keys)
+        # The Reporting API (`/v1/...`, sandbox_reporting.py) has its own keys
+        # and limits; `reporting` holds its options (users, origin, ...).
+        self.reporting = ReportingAPI(
+            keys=reporting_keys or [],
+            seed=seed,
+            rate_limit=rate_limit,
+            clock=time.time,
+            **(reporting or {}),
+        )
         self.seed = seed
         self.days = days
         self.events_per_day = events_per_day
@@ -580,6 +597,7 @@ class SandboxState:
         with self.lock:
             self._recent.clear()
             self._quota_used.clear()
+            self.reporting.reset_limits()
 
     def inject(self, kind: str = "status", count: int = 1, **options: Any) -> Fault:
         """Queue a fault for the next `count` API requests (see `Fault`)."""
@@ -610,9 +628,11 @@ class SandboxState:
         auth = headers.get("Authorization") or ""
         key = auth[7:].strip() if auth[:7].lower() == "bearer " else None
         khash = key_hash(key)
+        reporting = path == "/v1" or path.startswith("/v1/")
+        keys = self.reporting.keys if reporting else self.api_keys
         with self.lock:
             now = time.time()  # under the lock: the log is in time order
-            if key not in self.api_keys:
+            if key not in keys:
                 resp = _Response(401, _json({"message": "Unauthorized"}))
             else:
                 resp = self._answer(method, path, split.query, body, khash, now)
@@ -629,9 +649,14 @@ class SandboxState:
         fault = self._take_fault(path)
         if fault is not None and fault.kind not in PASS_THROUGH_FAULTS:
             return apply_fault(fault, None, now)
-        resp = self._check_limits(khash, now) or self._route(
-            method, path, parse_qs(query), body, now
-        )
+        if path == "/v1" or path.startswith("/v1/"):
+            resp = self.reporting.check_limits(khash, now) or self.reporting.route(
+                method, path, parse_qs(query), now
+            )
+        else:
+            resp = self._check_limits(khash, now) or self._route(
+                method, path, parse_qs(query), body, now
+            )
         return apply_fault(fault, resp, now) if fault is not None else resp
 
     def _route(
@@ -1090,6 +1115,10 @@ def state_config(state: SandboxState) -> dict:
         "rate_limit": state.rate_limit,
         "quota": state.quota,
         "key_hashes": [key_hash(k) for k in state.api_keys],
+        "reporting": {
+            **state.reporting.config(),
+            "key_hashes": [key_hash(k) for k in state.reporting.keys],
+        },
     }
 
 
@@ -1136,7 +1165,10 @@ def is_loopback_host(host: str) -> bool:
 class SandboxServer:
     """The sandbox as an object: start it, point a client at `url`, steer it.
 
-    `api_keys` defaults to env KNOWBE4_SANDBOX_API_KEY, else a generated key.
+    `api_keys` defaults to env KNOWBE4_SANDBOX_API_KEY, else a generated key;
+    `reporting_keys` (the Reporting API's, never valid on the events side nor
+    the other way round) to env KNOWBE4_SANDBOX_REPORTING_API_KEY, else a
+    generated one.
     """
 
     def __init__(
@@ -1144,6 +1176,7 @@ class SandboxServer:
         host: str = "127.0.0.1",
         port: int = 0,
         api_keys: list[str] | str | None = None,
+        reporting_keys: list[str] | str | None = None,
         **options: Any,
     ) -> None:
         if not is_loopback_host(host):
@@ -1155,7 +1188,13 @@ class SandboxServer:
             api_keys = [api_keys]
         if not api_keys:
             api_keys = [default_api_key()]
-        self.state = SandboxState(api_keys=api_keys, **options)
+        if isinstance(reporting_keys, str):
+            reporting_keys = [reporting_keys]
+        if not reporting_keys:
+            reporting_keys = [default_reporting_key()]
+        self.state = SandboxState(
+            api_keys=api_keys, reporting_keys=reporting_keys, **options
+        )
         self.httpd = _HTTPServer((host, port), _Handler, bind_and_activate=True)
         self.httpd.state = self.state
         self.httpd.control = _Control(self.state)
@@ -1181,6 +1220,17 @@ class SandboxServer:
     def api_key(self) -> str:
         """The first (usually only) valid key."""
         return self.state.api_keys[0]
+
+    @property
+    def reporting_key(self) -> str:
+        """The first valid Reporting API key."""
+        return self.state.reporting.keys[0]
+
+    @property
+    def reporting(self):
+        """The Reporting API (`sandbox_reporting.ReportingAPI`): its data set
+        is ground truth for tests."""
+        return self.state.reporting
 
     def start(self) -> SandboxServer:
         """Serve in a background daemon thread (events generated first)."""
@@ -1268,3 +1318,10 @@ class SandboxServer:
 def default_api_key() -> str:
     """The demo's key from the environment (`make run`), else a fresh one."""
     return os.environ.get("KNOWBE4_SANDBOX_API_KEY") or secrets.token_urlsafe(24)
+
+
+def default_reporting_key() -> str:
+    """The demo's Reporting key from the environment, else a fresh one."""
+    return os.environ.get("KNOWBE4_SANDBOX_REPORTING_API_KEY") or (
+        secrets.token_urlsafe(24)
+    )
