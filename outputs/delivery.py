@@ -305,6 +305,8 @@ class _Delivery:
                 self.result.more = True
                 self.result.outcome = "more"
                 break
+            if self.result.requests and self._changed_meanwhile():
+                break
             rows = self._read()
             if not rows:
                 break
@@ -318,6 +320,27 @@ class _Delivery:
             )
             self._send(batch, covers)
         self._finish()
+
+    def _changed_meanwhile(self) -> bool:
+        """Whether a user disabled or edited the output since the run began:
+        the next batch must not go to an old URL, or to a disabled output.
+        An edited one is queued again at once (`more`) with its new settings."""
+        now = (
+            Output.objects.filter(pk=self.output_id)
+            .values_list("enabled", "config_version")
+            .first()
+        )
+        if now is None:
+            raise Output.DoesNotExist
+        enabled, version = now
+        if not enabled:
+            self.result.outcome = "disabled"
+            return True
+        if version != self.output.config_version:
+            self.result.outcome = "reconfigured"
+            self.result.more = True
+            return True
+        return False
 
     def _read(self) -> list[formats.Row]:
         """The next messages after the checkpoint, in id order, stopping

@@ -326,3 +326,31 @@ def test_it_turns_a_long_streak_into_an_error_but_keeps_retrying(db, rx):
     event = output_events(output).get()
     assert event.severity == Severity.ERROR and event.count == 2
     assert output.next_attempt_at is not None  # never gives up silently
+
+
+def test_it_stops_sending_when_the_output_is_edited_or_disabled_meanwhile(
+    db, rx, monkeypatch
+):
+    ids = make_messages(make_source(make_collector()), 9)
+    output = make_output(rx.url(), max_batch_count=3)
+    real_post = delivery.egress.post
+    edits = [
+        lambda: Output.objects.get(pk=output.pk).reconfigured(),
+        lambda: Output.objects.get(pk=output.pk).set_enabled(False),
+    ]
+
+    def post_then_edit(*args, **kw):
+        response = real_post(*args, **kw)
+        if edits:
+            edits.pop(0)()  # a user saves the form while the batch is answered
+        return response
+
+    monkeypatch.setattr(delivery.egress, "post", post_then_edit)
+    first = delivery.run(output.pk)
+    assert (first.outcome, first.batches, first.more) == ("reconfigured", 1, True)
+    assert Output.objects.get(pk=output.pk).checkpoint == ids[2]  # recorded
+
+    second = delivery.run(output.pk)
+    assert (second.outcome, second.batches) == ("disabled", 1)
+    assert Output.objects.get(pk=output.pk).checkpoint == ids[5]
+    assert len(rx.requests) == 2
