@@ -22,6 +22,7 @@ from __future__ import annotations
 import email.utils
 import logging
 import time
+import traceback
 from dataclasses import dataclass
 from datetime import UTC, timedelta
 
@@ -269,7 +270,11 @@ class _Delivery:
                 ErrorType.THIRD_PARTY_GENERIC, type(exc).__name__, str(exc)
             )
         except Exception as exc:
-            logger.exception("output %s: internal error", self.output_id)
+            logger.error(
+                "output %s: internal error\n%s",
+                self.output_id,
+                self._scrub(traceback.format_exc()),
+            )
             self._generic_error(
                 ErrorType.FIRST_PARTY_GENERIC,
                 type(exc).__name__,

@@ -191,7 +191,7 @@ def first_batch(output: Output, rows: list[Row], token: str) -> Batch | None:
     make = RECORD[output.format]
     key = batch_key(output, rows[0])
     limit_bytes, limit_count = max_bytes(output), max(1, output.max_batch_count)
-    lines: list[str] = []
+    lines: list[bytes] = []
     ids: list[int] = []
     size = 0
     for row in rows:

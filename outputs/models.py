@@ -192,7 +192,9 @@ class Output(models.Model):
         return self.name
 
     def get_absolute_url(self) -> str:
-        return reverse("output-edit", args=[self.pk])
+        """Its row on the Outputs page, which every role that sees health
+        events may open (the edit form needs Manage Collectors)."""
+        return f"{reverse('outputs')}#output-{self.pk}"
 
     # Secrets.
     def set_url(self, url: str) -> None:

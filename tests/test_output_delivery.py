@@ -251,6 +251,7 @@ def test_it_forwards_one_source_and_nothing_once_it_is_deleted(db, rx):
     delivery.run(output.pk)
     assert len(rx.requests) == 1  # a deleted source's filter matches nothing
     assert output.backlog()[0] == 0
+    assert Output.objects.filter(pk=output.pk).with_backlogs()[0].backlog_count == 0
 
 
 def test_it_waits_at_a_young_hole_in_the_ids(db, rx, settings):

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from collectors import health
 from collectors.choices import ErrorType, Severity
-from collectors.models import LogMessage
+from collectors.models import HealthEvent, LogMessage
 from outputs.models import Output
 from tests.cast import make_collector, make_messages, make_output, make_source
 
@@ -138,6 +138,7 @@ def test_it_deletes_an_output_but_keeps_its_health_history(admin_client):
     assert not Output.objects.exists()
     event.refresh_from_db()
     assert (event.resource_type, event.resource_name) == ("Output", "Doomed")
+    assert event.resource_url == ""  # deleted: the history names it, no link
 
 
 def test_it_shows_the_health_panel_of_an_output(admin_client):
@@ -153,6 +154,10 @@ def test_it_shows_the_health_panel_of_an_output(admin_client):
     text = panel.content.decode()
     assert "Health Events · Output Siem" in text
     assert "ThirdPartyConfigError" in text and "answered 401" in text
+    event = HealthEvent.objects.get()
+    assert event.resource_url == f"/outputs/#output-{output.pk}"
+    detail = admin_client.get(reverse("health-event-detail", args=[event.pk]))
+    assert f'href="/outputs/#output-{output.pk}"' in detail.content.decode()
 
 
 @pytest.mark.parametrize(
