@@ -154,6 +154,18 @@ def test_it_offers_restart_and_edit_next_to_the_error(page, live_server):
     assert panel.locator("button:has-text('Restart')").is_visible()
     assert panel.locator("a:has-text('Edit source')").is_visible()
     page.screenshot(path=str(artifacts_dir() / "collection-panel-fixes.png"))
+    panel.locator("button:has-text('Restart')").click()
+    page.wait_for_url(live_server.url + reverse("collection"))  # back here
+    assert "restarted" in page.locator(".flash").inner_text()
+    broken = w["broken"]
+    broken.refresh_from_db()
+    assert broken.state == SourceState.PENDING
+    broken.transition(
+        SourceState.ERROR, "again", error_type=ErrorType.THIRD_PARTY_CONFIG
+    )
+    page.reload()
+    page.click(f'tr[data-source-id="{broken.pk}"] .status-icon')
+    panel.wait_for()
     panel.locator("a:has-text('Edit source')").click()
     page.wait_for_url("**/edit/")
     assert (

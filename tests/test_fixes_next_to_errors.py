@@ -136,3 +136,32 @@ def test_it_tells_the_truth_about_the_next_attempt_on_the_source_page(manager):
     assert next_attempt() == "2026-11-27 13:00:00 UTC"
     config_error(source)
     assert next_attempt() == "after you edit or restart the source"
+
+
+@pytest.mark.parametrize(
+    ("next_url", "lands_on"),
+    [
+        ("/?show=errors", "/?show=errors"),
+        ("https://evil.example/", None),
+        ("//evil.example/x", None),
+        ("javascript:alert(1)", None),
+        ("", None),
+    ],
+)
+def test_it_restarts_from_the_panel_back_to_the_page_it_was_opened_on(
+    manager, next_url, lands_on
+):
+    source = make_source(make_collector())
+    config_error(source)
+    panel = html_of(
+        manager, reverse("source-health", args=[source.pk]) + f"?next={next_url}"
+    )
+    if lands_on:
+        assert f'name="next" value="{lands_on}"' in panel
+    else:
+        assert 'name="next"' not in panel
+    response = manager.post(
+        reverse("source-restart", args=[source.pk]), {"next": next_url}
+    )
+    assert response.status_code == 302
+    assert response["Location"] == (lands_on or source.get_absolute_url())

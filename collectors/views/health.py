@@ -9,6 +9,7 @@ from django.core.paginator import Paginator
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.defaultfilters import pluralize
 from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from collectors import cells, crypto, health, quarantine, retry
@@ -19,6 +20,20 @@ from collectors.tasks import dispatch_soon
 from collectors.views.collection import sources_with_health
 
 EVENTS_PER_PAGE = 50
+
+
+def _back_to(request, value: str | None) -> str:
+    """A page of this site to return to after an action, or "" (anything
+    else: another host, a scheme, junk)."""
+    value = (value or "").strip()
+    if not value.startswith("/") or len(value) > 2000:
+        return ""
+    safe = url_has_allowed_host_and_scheme(
+        value, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    )
+    return value if safe else ""
+
+
 # Quarantined events listed on the source page (the oldest first).
 QUARANTINE_SHOWN = 50
 # Errors before warnings ("error" < "warning"), then the most recent first.
@@ -44,6 +59,7 @@ def source_health(request, pk: int):
             "kind": "Source",
             "events": events,
             "history_query": f"source={source.pk}",
+            "back_to": _back_to(request, request.GET.get("next")),
         },
     )
 
@@ -67,6 +83,7 @@ def collector_health(request, pk: int):
             "kind": "Collector",
             "events": events,
             "history_query": f"collector={collector.pk}",
+            "back_to": _back_to(request, request.GET.get("next")),
         },
     )
 
@@ -207,7 +224,10 @@ def source_restart(request, pk: int):
             f"Source “{source.name}” is {source.get_state_display()}: "
             "nothing to restart.",
         )
-    return redirect(source.get_absolute_url())
+    # From the Health Events panel: back to the page it was opened on.
+    return redirect(
+        _back_to(request, request.POST.get("next")) or source.get_absolute_url()
+    )
 
 
 @require(MANAGE)

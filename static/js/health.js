@@ -111,6 +111,9 @@
   function openPanel(icon) {
     var url = icon.dataset.healthUrl;
     if (!url) return;
+    // Restart in the panel comes back to this page (the server checks it).
+    url += (url.indexOf("?") < 0 ? "?" : "&") +
+      "next=" + encodeURIComponent(window.location.pathname + window.location.search);
     hideTooltip(icon);
     fetchPanel(url)
       .then(function (html) {
