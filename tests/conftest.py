@@ -32,6 +32,27 @@ def _fast_password_hashing():
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _fresh_redis_limiter_state():
+    """The Redis limiter keeps per-key counts (requests today) in real time,
+    outside the test database, so a second run on the same day would inherit
+    the first run's counts. Start every session from none."""
+    from django.conf import settings
+
+    from collectors import ratelimit
+
+    if not settings.REDIS_URL:
+        return
+    import redis
+
+    prefix = getattr(
+        settings, "KNOWBE4_RATE_LIMIT_REDIS_PREFIX", ratelimit.REDIS_PREFIX
+    )
+    conn = redis.Redis.from_url(settings.REDIS_URL)
+    for key in conn.scan_iter(match=f"{prefix}*", count=1000):
+        conn.delete(key)
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _client_login_with_a_request():
     """Client.login() calls authenticate() without a request, which the
     django-axes backend refuses; pass one, as the sign-in form does."""
