@@ -9,6 +9,11 @@ What it measures (the issue's section 9):
    KNOWBE4_RATE_LIMIT=0): events/s of a backfill of 100,000 events, and the
    collection process's peak memory (ru_maxrss from wait4), also for 20,000
    events to show that memory does not grow with the number of events;
+   In the same run, against the same sandbox, a bare `requests` + `json`
+   loop fetches and parses the very same pages (no database, no engine):
+   the engine's rate is printed as a ratio to it, so the figure says how
+   close the pipeline comes to what this machine can fetch and parse (and a
+   low bare rate says the sandbox, not the engine, is the limit);
 2. limits on (sandbox 4 requests/s per key, the shared limiter on): the
    fraction of the bound 4 requests/s x 100 events/page reached over a
    `--limited-seconds` window, and the number of 429s (must be 0).
@@ -54,10 +59,52 @@ class Backfill:
     throttled: int = 0
     cpu_seconds: float = 0.0  # user + system time of the collect process
     load: float = 0.0  # 1-minute load average when the run started
+    bare_per_second: float = 0.0  # the bare HTTP + JSON loop, same pages
+    wall_seconds: float = 0.0  # the collect process, start-up included
 
     @property
     def per_second(self) -> float:
         return self.events / self.seconds if self.seconds else 0.0
+
+    @property
+    def ratio(self) -> float:
+        """The engine's rate over the bare loop's on the same pages."""
+        return self.per_second / self.bare_per_second if self.bare_per_second else 0
+
+
+def bare_loop(url: str, api_key: str) -> tuple[int, float]:
+    """Fetch and parse every page of the sandbox's window as the engine would
+    ask for it, with nothing else: (events, seconds). What this machine can
+    fetch and parse, the ceiling of any collector of this API."""
+    import json
+    from datetime import UTC, datetime, timedelta
+
+    import requests
+
+    today = datetime.now(UTC).date()
+    days = [today - timedelta(days=n) for n in range(DAYS, 0, -1)]
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {api_key}"
+    events = 0
+    start = time.perf_counter()
+    for day in days:
+        page = 1
+        while page:
+            params = {
+                "occurred_date": day.isoformat(),
+                "page": page,
+                "per_page": PER_PAGE,
+                "order_by": "occurred_date",
+                "order_direction": "asc",
+            }
+            resp = session.get(url + "/events", params=params, timeout=(5, 30))
+            resp.raise_for_status()
+            doc = json.loads(resp.content)
+            events += len(doc["data"])
+            page = doc["meta"].get("next_page") if doc["data"] else None
+    seconds = time.perf_counter() - start
+    session.close()
+    return events, seconds
 
 
 def setup_django(env: dict[str, str], fresh: bool = False) -> None:
@@ -110,7 +157,7 @@ class Sandbox:
         cmd = [
             sys.executable, "manage.py", "knowbe4_sandbox", "--port", "0",
             "--api-key", "kb4-bench-key-0123456789-AbCdEf", "--days", str(DAYS),
-            "--total-events", str(total), "--seed", "bench",
+            "--total-events", str(total), "--seed", "bench", "--allow-production",
         ]  # fmt: skip
         if not limits:
             cmd += ["--no-rate-limit", "--no-quota"]
@@ -196,6 +243,7 @@ def unlimited(total: int, env: dict[str, str]) -> Backfill:
         load = os.getloadavg()[0]
         start, end, rss, cpu = run_collector(source_id, child)
         log = sandbox.requests()
+        bare_events, bare_seconds = bare_loop(sandbox.url, sandbox.api_key)
     finally:
         sandbox.stop()
     count = stored(source_id)
@@ -205,10 +253,16 @@ def unlimited(total: int, env: dict[str, str]) -> Backfill:
     first, last = log[0]["time"], log[-1]["time"]
     seconds = max(last - first, 1e-6)
     result = Backfill(count, seconds, rss, len(log), cpu_seconds=cpu, load=load)
+    result.bare_per_second = bare_events / bare_seconds if bare_seconds else 0.0
+    result.wall_seconds = end - start
+    if bare_events != total:
+        raise SystemExit(f"the bare loop read {bare_events} events, not {total}")
     print(
         f"  limits off, {total:,} events: {result.per_second:,.0f} events/s "
         f"({len(log)} requests in {seconds:.1f} s; process wall {end - start:.1f} s, "
-        f"CPU {cpu:.1f} s), peak RSS {rss:.0f} MB, load average {load:.1f}"
+        f"CPU {cpu:.1f} s), peak RSS {rss:.0f} MB, load average {load:.1f}; "
+        f"bare HTTP + JSON loop {result.bare_per_second:,.0f} events/s, "
+        f"ratio {result.ratio:.2f}"
     )
     return result
 
@@ -306,9 +360,10 @@ def main() -> None:
     env = dict(os.environ)
     if not env.get("DATABASE_URL"):
         env["DATA_DIR"] = tempfile.mkdtemp(prefix="kb4-bench-")
-    # Production settings: DEBUG off (with DEBUG on Django keeps the SQL of the
-    # last 9,000 queries of every connection in memory).
-    env["DEBUG"] = "0"
+    # DEBUG on: the sandbox's plain-http loopback Base URL is refused with
+    # DEBUG off (the key travels in a header). The engine calls
+    # reset_queries() after every page, so Django's query log stays short.
+    env["DEBUG"] = "1"
     env.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
     env.setdefault("FIELD_ENCRYPTION_KEYS", Fernet.generate_key().decode())
     env.setdefault("ALLOWED_HOSTS", "127.0.0.1")
@@ -336,6 +391,11 @@ def main() -> None:
         f"| Backfill of {big.events:,} events, limits off | "
         f"**{big.per_second:,.0f} events/s** ({big.requests} requests in "
         f"{big.seconds:.1f} s) | >= 5,000 events/s |",
+        f"| The same pages fetched and parsed by a bare `requests` + `json` "
+        f"loop | {big.bare_per_second:,.0f} events/s | |",
+        f"| **Ratio** engine / bare loop, {big.events:,} events | "
+        f"**{big.ratio:.2f}** (whole process, start-up included: "
+        f"{big.events / big.wall_seconds / big.bare_per_second:.2f}) | >= 0.6 |",
         f"| CPU time of the collect process for it | {big.cpu_seconds:.1f} s = "
         f"{big.events / big.cpu_seconds:,.0f} events per CPU-second | |",
         f"| Peak memory of the collect process, {big.events:,} events | "

@@ -78,6 +78,9 @@ class HealthEventName(models.TextChoices):
     # Not one of the seed's three: the Warning for events kept in quarantine.
     # It stays open while any is left, whatever the runs do (see quarantine.py).
     EVENTS_NOT_STORED = "EventsNotStored", "EventsNotStored"
+    # Not one of the seed's either: the Warning that a source's settings cost
+    # more requests per day than the key's budget. Open while that holds.
+    QUOTA_OVERRUN = "QuotaOverrun", "QuotaOverrun"
 
 
 # Each error type is reported under exactly one health event name.

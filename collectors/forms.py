@@ -112,6 +112,18 @@ class SourceForm(forms.ModelForm):
         help_text="Recent days read again to catch late events (0 to 14).",
     )
 
+    today_poll_minutes = forms.IntegerField(
+        label="Poll interval (minutes)",
+        min_value=5,
+        max_value=24 * 60,
+        required=False,
+        initial=Source._meta.get_field("today_poll_minutes").default,
+        help_text=(
+            "How often today's events are read when the option above is on "
+            "(5 to 1,440). Widened on its own when the daily quota runs low."
+        ),
+    )
+
     class Meta:
         model = Source
         fields = [
@@ -121,9 +133,33 @@ class SourceForm(forms.ModelForm):
             "base_url_key",
             "initial_lookback_days",
             "rescan_days",
+            "rescan_interval_minutes",
+            "collect_today",
+            "today_poll_minutes",
+            "licensed_users",
         ]
-        labels = {"name": "Name", "category": "Source Category"}
+        labels = {
+            "name": "Name",
+            "category": "Source Category",
+            "rescan_interval_minutes": "Re-scan interval (minutes)",
+            "collect_today": "Collect today's events as they arrive",
+            "licensed_users": "Licensed users",
+        }
         help_texts = {
+            "rescan_interval_minutes": (
+                "How often the re-scan window is read again, not only when a day "
+                "closes (at least 15; blank: every 6 hours)."
+            ),
+            "collect_today": (
+                "Off: events are collected up to the previous UTC day, as KnowBe4's "
+                "day filter allows. On: the current day is also read at the poll "
+                "interval; the closed day is still read in full once it settles."
+            ),
+            "licensed_users": (
+                "KnowBe4 allows 10 requests per licensed user per day, shared by "
+                "every source using the API key. Blank: the budget is learned from "
+                "the first Limit Exceeded."
+            ),
             "name": "Displayed for the Source in the web application.",
             "category": (
                 "Any string to tag the output collected from this Source. It is "
@@ -268,6 +304,13 @@ class SourceForm(forms.ModelForm):
                 code="unique",
             )
         return name
+
+    def clean_today_poll_minutes(self) -> int:
+        """Blank (or absent) keeps the default interval."""
+        value = self.cleaned_data.get("today_poll_minutes")
+        if value is None:
+            return Source._meta.get_field("today_poll_minutes").default
+        return value
 
     def clean_api_key(self) -> str:
         key = self.cleaned_data["api_key"].strip()

@@ -124,6 +124,11 @@ def describe(resource: models.Model | Resource) -> Resource:
     return Resource(resource_type_of(type(resource)), resource.pk, name)
 
 
+# Warnings that a successful run does not resolve: events left in quarantine,
+# settings projected to overrun the daily quota. Their own modules resolve them.
+STANDING_EVENTS = (HealthEventName.EVENTS_NOT_STORED, HealthEventName.QUOTA_OVERRUN)
+
+
 def record(
     resource: models.Model | Resource,
     error_type: str,
@@ -179,8 +184,8 @@ def resolve(resource: models.Model | Resource | int, event_name: str = "") -> in
     events = HealthEvent.objects.for_resource(kind, pk).filter(resolved_at__isnull=True)
     if event_name:
         events = events.filter(event_name=event_name)
-    else:  # The quarantine Warning stays open while events are left in it.
-        events = events.exclude(event_name=HealthEventName.EVENTS_NOT_STORED)
+    else:  # Standing Warnings stay open while their cause lasts.
+        events = events.exclude(event_name__in=STANDING_EVENTS)
     resolved = events.update(resolved_at=timezone.now())
     if resolved:
         logger.info("%s %s: %d health event(s) resolved", kind, pk, resolved)

@@ -14,7 +14,7 @@ from datetime import date, datetime, timedelta
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
-from django.db.models.functions import Lower
+from django.db.models.functions import Coalesce, Lower
 from django.urls import reverse
 from django.utils import timezone
 
@@ -179,6 +179,30 @@ class Source(models.Model):
     rescan_days = models.PositiveSmallIntegerField(
         default=1, validators=[MinValueValidator(0), MaxValueValidator(14)]
     )
+    # Advanced. The re-scan window is re-read every this many minutes (None:
+    # settings.COLLECTION_RESCAN_INTERVAL), not only when a day closes.
+    rescan_interval_minutes = models.PositiveIntegerField(
+        "re-scan interval (minutes)",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(15), MaxValueValidator(7 * 24 * 60)],
+    )
+    # Opt-in: today's events as they arrive, read every `today_poll_minutes`.
+    collect_today = models.BooleanField(
+        "collect today's events as they arrive", default=False
+    )
+    today_poll_minutes = models.PositiveSmallIntegerField(
+        "poll interval (minutes)",
+        default=15,
+        validators=[MinValueValidator(5), MaxValueValidator(24 * 60)],
+    )
+    # The daily request budget is 10 x this (KnowBe4's quota); None: learned
+    # from the first Limit Exceeded.
+    licensed_users = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(10_000_000)],
+    )
 
     state = models.CharField(
         max_length=16, choices=SourceState.choices, default=SourceState.PENDING
@@ -191,6 +215,13 @@ class Source(models.Model):
     last_complete_day = models.DateField(null=True, blank=True)
     cursor_day = models.DateField(null=True, blank=True)
     cursor_page = models.PositiveIntegerField(default=1)
+    # When the re-scan window was last read (a closed-day pass or the clock).
+    last_rescan_at = models.DateTimeField(null=True, blank=True)
+    # Today's poll (collect_today): the day being polled, the page to read
+    # again next (its last read page: new events land at the end), and when.
+    today_day = models.DateField(null=True, blank=True)
+    today_page = models.PositiveIntegerField(default=1)
+    today_read_at = models.DateTimeField(null=True, blank=True)
 
     # Retry bookkeeping survives restarts: the 90-minute window counts from here.
     error_streak_started = models.DateTimeField(null=True, blank=True)
@@ -554,33 +585,45 @@ class HealthEventQuerySet(models.QuerySet):
         """Events of one resource, live or deleted (see `collectors.health`)."""
         return self.filter(resource_type=resource_type, resource_id=resource_id)
 
-    def severity_counts(self) -> tuple[int, int]:
-        """(errors, warnings) in one query."""
-        counts = self.aggregate(
-            errors=models.Count("pk", filter=models.Q(severity=Severity.ERROR)),
-            warnings=models.Count("pk", filter=models.Q(severity=Severity.WARNING)),
-        )
-        return counts["errors"], counts["warnings"]
+    def severity_counts(self, per: str | None = None, *, correlate=None):
+        """Error and warning counts: the one place they are computed.
+
+        - no argument: (errors, warnings) of these events, in one query;
+        - `per` (a column, "source_id" or "resource_id"): {value: (errors,
+          warnings)} in one GROUP BY, for many resources at once;
+        - `correlate` (lookups naming an OuterRef, `{"source": OuterRef("pk")}`):
+          (errors, warnings) as correlated COUNT subqueries, to annotate a
+          list of rows (and filter on them) within its own query.
+        """
+        by = {
+            "errors": models.Count("pk", filter=models.Q(severity=Severity.ERROR)),
+            "warnings": models.Count("pk", filter=models.Q(severity=Severity.WARNING)),
+        }
+        if correlate is not None:
+            return tuple(
+                Coalesce(
+                    models.Subquery(
+                        self.filter(severity=severity, **correlate)
+                        .order_by()
+                        .annotate(n=models.Func(models.F("pk"), function="COUNT"))
+                        .values("n")[:1],
+                        output_field=models.IntegerField(),
+                    ),
+                    0,
+                )
+                for severity in (Severity.ERROR, Severity.WARNING)
+            )
+        if per is None:
+            counts = self.aggregate(**by)
+            return counts["errors"], counts["warnings"]
+        rows = self.values_list(per).annotate(**by).order_by()
+        return {key: (errors, warnings) for key, errors, warnings in rows}
 
     def bulk_create(self, objs, *args, **kwargs):
         """As `save`, fill the stored resource columns of each new event."""
         for obj in objs:
             obj.fill_resource()
         return super().bulk_create(objs, *args, **kwargs)
-
-    def counts_by_source(self) -> dict[int, tuple[int, int]]:
-        """{source id: (errors, warnings)} in one GROUP BY, for a health
-        overview of many sources at once."""
-        rows = (
-            self.filter(source__isnull=False)
-            .values_list("source_id")
-            .annotate(
-                errors=models.Count("pk", filter=models.Q(severity=Severity.ERROR)),
-                warnings=models.Count("pk", filter=models.Q(severity=Severity.WARNING)),
-            )
-            .order_by()
-        )
-        return {pk: (errors, warnings) for pk, errors, warnings in rows}
 
 
 class HealthEvent(models.Model):
@@ -787,6 +830,8 @@ class ApiKeyUsage(models.Model):
     day = models.DateField(null=True, blank=True)
     requests_today = models.PositiveIntegerField(default=0)
     quota_reset_at = models.DateTimeField(null=True, blank=True)
+    # The daily budget KnowBe4 showed: requests made when Limit Exceeded came.
+    learned_budget = models.PositiveIntegerField(null=True, blank=True)
 
     def __str__(self) -> str:
         return self.key_hash[:8]

@@ -277,7 +277,7 @@ def sources_health(view: OverviewFilter) -> dict:
     if d.get("category"):
         sources = sources.only("id", "name", "state", "category", "collector__name")
     matcher = category_matcher(d["category"]) if d.get("category") else None
-    counts = HealthEvent.objects.open().counts_by_source()
+    counts = HealthEvent.objects.open().severity_counts(per="source_id")
     looks = {look.key: 0 for look in _LOOKS}
     unhealthy = []
     for source in sources.order_by("collector__name", "name", "pk"):

@@ -163,6 +163,11 @@ COLLECTION_DISPATCH_GRACE = timedelta(minutes=5)
 # A 429 Too Many Requests whose Retry-After is this short (s) is waited out
 # within the run instead of ending it.
 COLLECTION_INLINE_RETRY_AFTER = 5.0
+# The re-scan window is re-read this often (a source may override it; at
+# least 15 minutes), not only when a day closes.
+COLLECTION_RESCAN_INTERVAL = timedelta(
+    minutes=env.int("COLLECTION_RESCAN_INTERVAL_MINUTES", default=6 * 60)
+)
 # Queue a dispatcher run right after a source is saved, restarted or deleted.
 COLLECTION_DISPATCH_ON_SAVE = env.bool("COLLECTION_DISPATCH_ON_SAVE", default=True)
 # The seed's "retry for up to 90 minutes, after which it quits".

@@ -18,7 +18,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from collectors import crypto
-from collectors.choices import ErrorType, Severity
+from collectors.choices import ErrorType
 from collectors.models import HealthEvent, LogMessage, Source
 from collectors.search import MAX_EXPANDED_CATEGORIES, category_matcher, category_q
 
@@ -89,18 +89,11 @@ class OutputQuerySet(models.QuerySet):
 
 def _open_health_counts(ids: list[int]) -> dict[int, tuple[int, int]]:
     """{output id: (open errors, open warnings)} in one query."""
-    rows = (
+    return (
         HealthEvent.objects.open()
         .filter(resource_type=Output.HEALTH_RESOURCE_TYPE, resource_id__in=ids)
-        .values_list("resource_id", "severity")
-        .annotate(n=Count("pk"))
-        .order_by()
+        .severity_counts(per="resource_id")
     )
-    counts: dict[int, list[int]] = {}
-    for pk, severity, n in rows:
-        slot = counts.setdefault(pk, [0, 0])
-        slot[0 if severity == Severity.ERROR else 1] += n
-    return {pk: (e, w) for pk, (e, w) in counts.items()}
 
 
 def _known_categories_or_none() -> list[str] | None:

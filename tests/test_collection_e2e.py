@@ -35,7 +35,10 @@ def test_it_stores_exactly_the_sandbox_ids_of_the_window(settings, sb, collector
     assert source.state == SourceState.COLLECTING
     assert source.last_complete_day == es.YESTERDAY
     assert source.cursor_day is None
-    assert source.next_attempt_at == days.collectable_at(es.TODAY)
+    # Due again when the re-scan window is next read on the clock (6 h),
+    # before the next day closes.
+    rescan_at = source.last_rescan_at + settings.COLLECTION_RESCAN_INTERVAL
+    assert source.next_attempt_at == rescan_at < days.collectable_at(es.TODAY)
     assert source.lease_owner == "" and source.lease_expires is None
 
 
@@ -93,6 +96,8 @@ def test_it_reads_the_next_closed_day_and_rescans_the_one_before(
     settings, sb, clock, collector
 ):
     source = es.sandbox_source(settings, sb, collector)
+    # Only the pass when a day closes here (the clock's re-scan: its own test).
+    Source.objects.filter(pk=source.pk).update(rescan_interval_minutes=7 * 24 * 60)
     engine.run(source.pk)
     late = sb.add_event(occurred_date=f"{es.YESTERDAY}T08:00:00Z")
     too_late = sb.add_event(

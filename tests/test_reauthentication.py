@@ -171,9 +171,9 @@ def test_it_a_source_restarted_during_a_run_is_due_again_at_once(
     source = es.sandbox_source(settings, sb, collector)
     real = EventsReader._finish
 
-    def restart_then_finish(reader, ctx, last):
+    def restart_then_finish(reader, ctx, *args):
         Source.objects.get(pk=source.pk).restart()
-        return real(reader, ctx, last)
+        return real(reader, ctx, *args)
 
     monkeypatch.setattr(EventsReader, "_finish", restart_then_finish)
     assert engine.run(source.pk).outcome == "reconfigured"

@@ -46,6 +46,7 @@ class RunContext:
     secret: str = field(default="", repr=False)
     key_hash: str = ""
     limiter: object = None
+    budget: int | None = None  # the key's daily budget, when known
     dropped_counts: dict[str, int] = field(default_factory=dict)
 
     def scrub(self, text: str) -> str:
@@ -70,6 +71,11 @@ class Finish:
 
 class Abandon(Exception):
     """A page could not be committed: lease lost, source stopping or gone."""
+
+
+class BudgetSpent(Exception):
+    """The key's known daily budget is used up: wait for the reset rather
+    than cause a Limit Exceeded."""
 
 
 class QuotaBlocked(Exception):

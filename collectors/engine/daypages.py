@@ -2,7 +2,11 @@
 
 Closed days are read with `occurred_date=D` in order from the checkpoint
 (`window`), each page stored with its checkpoint (`store`), the next page
-fetched while this one is stored (`fetch`).
+fetched while this one is stored (`fetch`). The re-scan window is read again
+on a clock, and a source that opts in also polls the current UTC day: oldest
+first, resuming at the last page it read (new events land at the end). The
+closed-day pass still reads that day in full once it has settled, so
+completeness never depends on the poll; ids make every re-read harmless.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from datetime import date, datetime, timedelta
 
 from django.utils import timezone
 
+from collectors import days, governor
 from collectors.choices import SourceState
 from collectors.engine import store, window
 from collectors.engine.context import Finish, RunContext
@@ -21,7 +26,7 @@ from collectors.lifecycle import advance
 
 
 class EventsReader:
-    """Reads a source's closed days (and their re-scan) from `/events`."""
+    """Reads a source's closed days (and their re-scan), and today if asked."""
 
     name = "events"
 
@@ -30,16 +35,44 @@ class EventsReader:
         source = ctx.source
         last = window.last_collectable_day(now)
         writer = store.MessageWriter(source)
-        with KnowBe4Client(source.base_url.url, ctx.secret) as client:
-            point = window.start_point(source, last)
-            if point is None and source.state in (
-                SourceState.STARTED,
-                SourceState.INITIALIZED,
-            ):
-                self._authenticate(ctx, client, last)
-            if point is not None:
-                self._read_days(ctx, client, writer, point, last)
-        return self._finish(ctx, last)
+        poll_every = self._poll_interval(ctx, now)
+        today_due = window.today_due_at(source, poll_every)
+        poll = today_due is not None and today_due <= now
+        with (
+            KnowBe4Client(source.base_url.url, ctx.secret) as client,
+            ThreadPoolExecutor(1, thread_name_prefix="kb4-fetch") as pool,
+        ):
+            fetch = Fetcher(ctx, pool, client.list_events)
+            try:
+                point = window.start_point(source, last, now)
+                if (
+                    point is None
+                    and not poll
+                    and source.state
+                    in (
+                        SourceState.STARTED,
+                        SourceState.INITIALIZED,
+                    )
+                ):
+                    self._authenticate(ctx, client, last)
+                if point is not None:
+                    # A pass that starts now reads the re-scan window now.
+                    fresh = {"last_rescan_at": now} if source.cursor_day is None else {}
+                    self._read_days(ctx, fetch, writer, point, last, fresh)
+                if poll and not ctx.result.more:
+                    self._read_today(ctx, fetch, writer, now)
+            finally:
+                fetch.drain()
+        return self._finish(ctx, last, poll_every)
+
+    def _poll_interval(self, ctx: RunContext, now: datetime) -> timedelta | None:
+        """Today's poll interval, widened by the governor when the budget is
+        known and running low; None when no poll fits before the reset."""
+        if not ctx.source.collect_today:
+            return None
+        if ctx.budget is None:
+            return governor.poll_interval_setting(ctx.source)
+        return governor.poll_interval(ctx.source, governor.plan(ctx.source, now), now)
 
     def _authenticate(self, ctx: RunContext, client: KnowBe4Client, last: date) -> None:
         """Prove the key of a source that has nothing to read yet (caught up,
@@ -64,43 +97,93 @@ class EventsReader:
     def _read_days(
         self,
         ctx: RunContext,
-        client: KnowBe4Client,
+        fetch: Fetcher,
         writer: store.MessageWriter,
         point: tuple[date, int],
         last: date,
+        progress: dict,
     ) -> None:
-        """The page loop: the next page is fetched by a helper thread while
-        this one is stored, so KnowBe4's latency and our writes overlap."""
+        """The closed-day loop: the next page is fetched by a helper thread
+        while this one is stored, so KnowBe4's latency and our writes overlap.
+        `progress` is written with the first page (when the pass started)."""
         source = ctx.source
         day, page = point
-        with ThreadPoolExecutor(1, thread_name_prefix="kb4-fetch") as pool:
-            fetch = Fetcher(ctx, pool, client.list_events)
-            try:
-                while day is not None and day <= last:
-                    if ctx.out_of_budget():
-                        ctx.result.more = True
-                        break
-                    events_page = fetch.page(day, page)
-                    advance(
-                        source,
-                        SourceState.AUTHENTICATED,
-                        "First successful call to KnowBe4",
-                    )
-                    following = window.next_position(source, events_page, day, last)
-                    if following[0] is not None and not ctx.out_of_budget(1):
-                        fetch.ahead(following[0], following[1])
-                    store.store_page(ctx, writer, events_page, (day, page), following)
-                    day, page = following[0], following[1]
-                    advance(source, SourceState.COLLECTING, "First page stored")
-            finally:
-                fetch.drain()
+        while day is not None and day <= last:
+            if ctx.out_of_budget():
+                ctx.result.more = True
+                break
+            events_page = fetch.page(day, page)
+            advance(
+                source, SourceState.AUTHENTICATED, "First successful call to KnowBe4"
+            )
+            following = window.next_position(source, events_page, day, last)
+            if following[0] is not None and not ctx.out_of_budget(1):
+                fetch.ahead(following[0], following[1])
+            store.store_page(
+                ctx, writer, events_page, (day, page), following, **progress
+            )
+            progress = {}
+            day, page = following[0], following[1]
+            advance(source, SourceState.COLLECTING, "First page stored")
 
-    def _finish(self, ctx: RunContext, last: date) -> Finish:
-        """Due again now (budget) or when the next day closes."""
+    def _read_today(
+        self,
+        ctx: RunContext,
+        fetch: Fetcher,
+        writer: store.MessageWriter,
+        now: datetime,
+    ) -> None:
+        """Today's poll: from the last page read (again: new events land at
+        its end) to the newest. The closed-day checkpoint does not move."""
+        source = ctx.source
+        today = days.utc_day(now)
+        page = source.today_page if source.today_day == today else 1
+        while True:
+            if ctx.out_of_budget():
+                ctx.result.more = True
+                break
+            events_page = fetch.page(today, page)
+            advance(
+                source, SourceState.AUTHENTICATED, "First successful call to KnowBe4"
+            )
+            more = events_page.next_page is not None and events_page.events
+            after = events_page.next_page if more else page
+            if more and not ctx.out_of_budget(1):
+                fetch.ahead(today, after)
+            unchanged = (
+                source.cursor_day,
+                source.cursor_page,
+                source.last_complete_day,
+            )
+            store.store_page(
+                ctx,
+                writer,
+                events_page,
+                (today, page),
+                unchanged,
+                today_day=today,
+                today_page=after,
+                today_read_at=now,
+            )
+            advance(source, SourceState.COLLECTING, "First page stored")
+            if not more:
+                break
+            page = after
+
+    def _finish(
+        self, ctx: RunContext, last: date, poll_every: timedelta | None
+    ) -> Finish:
+        """Due again now (budget), else at the earliest of: the next day
+        closing, the next re-scan on the clock, today's next poll."""
         source = ctx.source
         if ctx.result.more:
             return Finish(timezone.now())
         values = {}
         if source.last_complete_day is None and source.cursor_day is None:
             values["last_complete_day"] = last  # A look-back of 0 days.
-        return Finish(window.collectable_at(last + timedelta(days=1)), values)
+        next_at = window.next_due(
+            window.collectable_at(last + timedelta(days=1)),
+            window.rescan_due_at(source),
+            window.today_due_at(source, poll_every),
+        )
+        return Finish(next_at, values)

@@ -20,9 +20,9 @@ from datetime import UTC, datetime, timedelta
 
 from django.utils import timezone
 
-from collectors import crypto, days, health, lifecycle, ratelimit, retry
+from collectors import crypto, days, governor, health, lifecycle, ratelimit, retry
 from collectors.choices import ErrorType, Severity
-from collectors.engine.context import Abandon, QuotaBlocked, RunContext
+from collectors.engine.context import Abandon, BudgetSpent, QuotaBlocked, RunContext
 from collectors.knowbe4.client import (
     ConfigError,
     QuotaExceeded,
@@ -58,6 +58,8 @@ def _classify(ctx: RunContext, exc: Exception) -> None:
         ctx.result.outcome = "gone"
     elif isinstance(exc, (ConfigError, crypto.KeyUnreadable)):
         config_error(ctx, exc)
+    elif isinstance(exc, BudgetSpent):
+        budget_spent(ctx)
     elif isinstance(exc, QuotaBlocked):
         quota(ctx, exc.until, None)
     elif isinstance(exc, QuotaExceeded):
@@ -142,6 +144,7 @@ def quota(ctx: RunContext, until: datetime | None, exc: QuotaExceeded | None) ->
         wait = exc.retry_after if exc else None
         until = now + timedelta(seconds=wait) if wait else days.quota_resets_at(now)
         ratelimit.mark_quota_exhausted(ctx.key_hash, until)
+        governor.learn(ctx.key_hash)
     lifecycle.schedule(ctx.source_id, ctx.owner, until, streak=None)
     when = until.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
     health.record(
@@ -160,6 +163,16 @@ def quota(ctx: RunContext, until: datetime | None, exc: QuotaExceeded | None) ->
     )
     ctx.result.outcome = "quota_exceeded"
     logger.warning("source %s: daily quota spent until %s", ctx.source_id, when)
+
+
+def budget_spent(ctx: RunContext) -> None:
+    """The key's known daily budget is used up: the pages read so far are
+    stored; the source waits for the reset instead of causing a Limit
+    Exceeded. Planned, so no health event (the projection warns instead)."""
+    until = days.quota_resets_at(timezone.now())
+    lifecycle.schedule(ctx.source_id, ctx.owner, until, streak=None)
+    ctx.result.outcome = "budget_spent"
+    logger.info("source %s: daily budget used up; next at %s", ctx.source_id, until)
 
 
 def throttled(ctx: RunContext, exc: TooManyRequests) -> None:

@@ -17,7 +17,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from django.conf import settings
 
-from collectors.engine.context import RunContext
+from collectors import governor
+from collectors.engine.context import BudgetSpent, RunContext
 from collectors.knowbe4.client import EventsPage, TooManyRequests
 
 logger = logging.getLogger(__name__)
@@ -44,6 +45,10 @@ class Fetcher:
         self.finished_at: float | None = None  # Of the one request in flight.
 
     def _send(self, key: tuple) -> Future:
+        if self.ctx.budget is not None and not governor.may_send(
+            self.ctx.key_hash, self.ctx.budget
+        ):
+            raise BudgetSpent
         self.limiter.acquire()
         self.ctx.result.requests += 1
         return self.pool.submit(self._timed, key)
@@ -66,7 +71,10 @@ class Fetcher:
     def ahead(self, *key) -> None:
         """Start fetching the page after the current one."""
         self.drain()
-        self.pending = (key, self._send(key))
+        try:
+            self.pending = (key, self._send(key))
+        except BudgetSpent:  # Not ahead of time: the page loop stops there.
+            self.pending = None
 
     def page(self, *key) -> EventsPage:
         """The page: from the request sent ahead, or a new one."""

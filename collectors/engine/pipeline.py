@@ -26,7 +26,7 @@ from datetime import datetime
 from django.conf import settings
 from django.utils import timezone
 
-from collectors import crypto, health, lifecycle, ratelimit
+from collectors import crypto, governor, health, lifecycle, ratelimit
 from collectors.choices import SourceState
 from collectors.engine import failures
 from collectors.engine.context import Abandon, QuotaBlocked, RunContext, RunResult
@@ -107,6 +107,7 @@ def collect(ctx: RunContext) -> None:
     if not lifecycle.finish_run(ctx.source, ctx.owner, finish.next_at, **values):
         raise Abandon
     health.resolve(ctx.source)
+    governor.review(ctx.source, ctx.budget)
     ctx.result.outcome = "more" if ctx.result.more else "caught_up"
 
 
@@ -142,4 +143,6 @@ def prepare(ctx: RunContext, now: datetime) -> bool:
     if blocked and blocked > now:
         raise QuotaBlocked(blocked)
     ctx.limiter = ratelimit.limiter_for(ctx.key_hash)
+    group = governor.siblings(source)
+    ctx.budget = governor.budget_of(group, ctx.key_hash)[0]
     return True

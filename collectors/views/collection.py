@@ -74,23 +74,24 @@ def _count(queryset) -> Coalesce:
 
 
 def _open(severity: str, **filters):
-    return HealthEvent.objects.filter(
-        resolved_at__isnull=True, severity=severity, **filters
-    )
+    return HealthEvent.objects.open().filter(severity=severity, **filters)
 
 
 def sources_with_health():
     """Sources annotated with their open error and warning counts."""
-    return Source.objects.annotate(
-        open_errors=_count(_open(Severity.ERROR, source=OuterRef("pk"))),
-        open_warnings=_count(_open(Severity.WARNING, source=OuterRef("pk"))),
+    errors, warnings = HealthEvent.objects.open().severity_counts(
+        correlate={"source": OuterRef("pk")}
     )
+    return Source.objects.annotate(open_errors=errors, open_warnings=warnings)
 
 
 def collectors_with_health():
     """Collectors annotated with open counts of their own and their sources',
     their number of sources and their sources' latest successful collection."""
     mine = OuterRef("pk")
+    errors, warnings = HealthEvent.objects.open().severity_counts(
+        correlate={"collector_ref": mine}
+    )
     latest_success = (
         Source.objects.filter(collector=mine)
         .order_by()
@@ -102,10 +103,9 @@ def collectors_with_health():
     return HostedCollector.objects.annotate(
         source_count=_count(Source.objects.filter(collector=mine)),
         last_success_at=Subquery(latest_success, output_field=DateTimeField()),
-        open_errors=_count(_open(Severity.ERROR, collector=mine))
-        + _count(_open(Severity.ERROR, source__collector=mine)),
-        open_warnings=_count(_open(Severity.WARNING, collector=mine))
-        + _count(_open(Severity.WARNING, source__collector=mine)),
+        # Its own events and its sources' (a deleted source's are resolved).
+        open_errors=errors,
+        open_warnings=warnings,
     )
 
 

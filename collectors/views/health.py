@@ -12,7 +12,7 @@ from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
-from collectors import cells, crypto, health, quarantine, retry
+from collectors import cells, crypto, governor, health, quarantine, retry
 from collectors.models import HealthEvent, HostedCollector, Source
 from collectors.permissions import MANAGE, VIEW, require
 from collectors.search import HealthEventFilterForm
@@ -172,6 +172,24 @@ def _quota_blocked_until(source: Source):
     return ratelimit.quota_blocked_until(fingerprint)
 
 
+def _freshness(source: Source, now) -> dict:
+    """How old the newest stored event is, and how often the window is re-read."""
+    from django.utils.timesince import timesince
+
+    newest = (
+        source.messages.order_by("-message_time")
+        .values_list("message_time", flat=True)
+        .first()
+    )
+    minutes = int(governor.rescan_interval(source).total_seconds() // 60)
+    every = f"{minutes // 60} h" if minutes % 60 == 0 else f"{minutes} min"
+    return {
+        "newest_event": newest,
+        "newest_age": timesince(newest, now) if newest else "",
+        "rescan_interval_text": every,
+    }
+
+
 @require(VIEW)
 @require_GET
 def source_detail(request, pk: int):
@@ -205,6 +223,8 @@ def source_detail(request, pk: int):
             "quarantined": source.quarantined.pending()[:QUARANTINE_SHOWN],
             "quarantined_total": source.quarantined.pending().count(),
             "can_restart": source.can_restart,
+            **governor.figures(source),
+            **_freshness(source, now),
         },
     )
 

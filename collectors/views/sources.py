@@ -12,7 +12,7 @@ from django.views.decorators.http import (
     require_safe,
 )
 
-from collectors import connection, crypto
+from collectors import connection, crypto, governor
 from collectors.choices import SourceState
 from collectors.forms import ConnectionTestForm, SourceForm
 from collectors.models import HealthEvent, HostedCollector, Source
@@ -87,6 +87,7 @@ def _render_form(request, form: SourceForm, source: Source | None = None):
             "source": source,
             "open_events": open_events,
             "nav": "collection",
+            **governor.figures(source or form.instance),
         },
     )
 

@@ -1,0 +1,277 @@
+"""The quota governor: one API key's daily request budget, planned.
+
+KnowBe4 allows 10 requests per licensed user per day. The budget is
+10 x *Licensed users* (a source setting, Advanced) or, without it, what the
+key had made when the first `Limit Exceeded` came (learned). Every source
+using the key shares it. The plan of the day:
+- the closed-day pass and its re-scans are reserved first (`reserve`);
+- today's polling spends only what is left and widens its interval before it
+  would eat into the reserve (`poll_interval`);
+- while the budget is known, no request is sent past it (`may_send`), so a
+  source never causes a Limit Exceeded.
+Projections come from the settings and the events per day stored recently:
+a page is 100 events, and a day costs at least one request.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db.models import Count
+from django.utils import timezone
+
+from collectors import crypto, days, ratelimit
+from collectors.models import ApiKeyUsage, LogMessage, Source
+
+REQUESTS_PER_USER = 10
+PER_PAGE = 100
+DAY = timedelta(days=1)
+WEEK = 7 * 24 * 60  # minutes: the longest re-scan interval
+# Events per day are averaged over this many closed days of stored messages.
+SAMPLE_DAYS = 7
+
+
+def rescan_interval(source: Source) -> timedelta:
+    """How often the re-scan window is re-read: the source's or the default."""
+    if source.rescan_interval_minutes:
+        # Clamped as the field's validators are: a form that refused a value
+        # still shows figures for what it holds.
+        return timedelta(minutes=min(max(15, source.rescan_interval_minutes), WEEK))
+    return settings.COLLECTION_RESCAN_INTERVAL
+
+
+def poll_interval_setting(source: Source) -> timedelta:
+    """Today's poll interval as set on the source (before the governor)."""
+    return timedelta(minutes=min(max(5, source.today_poll_minutes or 15), 24 * 60))
+
+
+@dataclass(frozen=True)
+class Cost:
+    """One source's requests per day, by what spends them."""
+
+    pages_per_day: int
+    closed_day: int  # the pass when a day closes, its re-scan included
+    rescans: int  # the re-scans on the clock between two closed days
+    today: int  # today's polls
+
+    @property
+    def total(self) -> int:
+        return self.closed_day + self.rescans + self.today
+
+
+def cost(source: Source, events_per_day: float) -> Cost:
+    """What a source's settings cost per day, for `events_per_day`."""
+    pages = max(1, math.ceil(events_per_day / PER_PAGE))
+    window = min(max(0, source.rescan_days or 0), 14)
+    closed = (1 + window) * pages
+    per_day = max(1, int(DAY / rescan_interval(source)))
+    rescans = (per_day - 1) * window * pages if window else 0
+    today = 0
+    if source.collect_today:
+        polls = max(1, int(DAY / poll_interval_setting(source)))
+        today = polls + pages  # each poll re-reads one page; new pages on top
+    return Cost(pages, closed, rescans, today)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One key's day: budget, use, reserve and each source's projection."""
+
+    budget: int | None  # None: not known (no Licensed users, no Limit yet)
+    learned: bool  # the budget came from a Limit Exceeded
+    used: int
+    resets_at: datetime
+    costs: dict[int, Cost] = field(default_factory=dict)
+    reserve: int = 0  # what the closed-day passes and re-scans still need today
+
+    @property
+    def left(self) -> int | None:
+        return None if self.budget is None else max(0, self.budget - self.used)
+
+    @property
+    def projected(self) -> int:
+        """Requests per day all the key's sources' settings call for."""
+        return sum(c.total for c in self.costs.values())
+
+    @property
+    def overrun(self) -> bool:
+        return self.budget is not None and self.projected > self.budget
+
+    @property
+    def for_polling(self) -> int | None:
+        """What today's polls may still spend (None: no known limit)."""
+        return None if self.left is None else max(0, self.left - self.reserve)
+
+
+def _fingerprint(source: Source) -> str | None:
+    if not source.api_key_encrypted:
+        return None  # A source not saved yet.
+    try:
+        return crypto.key_fingerprint(source.get_api_key())
+    except crypto.KeyUnreadable:
+        return None
+
+
+def siblings(source: Source) -> list[Source]:
+    """The live sources that use the same API key as `source` (it included).
+
+    Keys are stored encrypted with a random nonce, so they are compared by
+    fingerprint after decrypting each one: a few microseconds a source.
+    """
+    mine = _fingerprint(source)
+    if mine is None or source.pk is None:
+        return [source]
+    others = Source.objects.exclude(pk=source.pk).exclude(state="stopping")
+    return [source, *(s for s in others if _fingerprint(s) == mine)]
+
+
+def events_per_day(source_ids: list[int], now: datetime) -> dict[int, float]:
+    """Average events per closed day over the last SAMPLE_DAYS, per source."""
+    last = days.last_collectable_day(now)
+    start = days.midnight_after(last - timedelta(days=SAMPLE_DAYS))
+    end = days.midnight_after(last)
+    rows = (
+        LogMessage.objects.filter(
+            source_id__in=source_ids, message_time__gte=start, message_time__lt=end
+        )
+        .values_list("source_id")
+        .annotate(n=Count("pk"))
+        .order_by()
+    )
+    counts = dict(rows)
+    return {pk: counts.get(pk, 0) / SAMPLE_DAYS for pk in source_ids}
+
+
+def budget_of(sources: list[Source], key_hash: str | None) -> tuple[int | None, bool]:
+    """(budget, learned): Licensed users on any of the key's sources wins,
+    then the installation's KNOWBE4_DAILY_QUOTA, then what was learned."""
+    users = [s.licensed_users for s in sources if s.licensed_users]
+    if users:
+        return REQUESTS_PER_USER * max(users), False
+    if settings.KNOWBE4_DAILY_QUOTA:
+        return settings.KNOWBE4_DAILY_QUOTA, False
+    if key_hash:
+        learned = (
+            ApiKeyUsage.objects.filter(key_hash=key_hash)
+            .values_list("learned_budget", flat=True)
+            .first()
+        )
+        if learned:
+            return learned, True
+    return None, False
+
+
+def _reserve_today(source: Source, pages: int, now: datetime) -> int:
+    """The closed-day pass (if due before the reset) and the clock re-scans
+    still to come before the quota resets."""
+    resets = days.quota_resets_at(now)
+    need = 0
+    last = days.last_collectable_day(now)
+    if source.last_complete_day is None or source.last_complete_day < last:
+        need += (1 + source.rescan_days) * pages
+    if source.rescan_days:
+        interval = rescan_interval(source)
+        since = source.last_rescan_at or now
+        next_at = max(now, since + interval)
+        if next_at < resets:
+            count = 1 + int((resets - next_at) / interval)
+            need += count * source.rescan_days * pages
+    return need
+
+
+def plan(source: Source, now: datetime | None = None) -> Plan:
+    """The plan of the day for `source`'s API key (every source using it)."""
+    now = now or timezone.now()
+    group = siblings(source)
+    key_hash = _fingerprint(source)
+    budget, learned = budget_of(group, key_hash)
+    used = ratelimit.requests_today(key_hash) if key_hash else 0
+    rates = events_per_day([s.pk for s in group], now)
+    costs = {s.pk: cost(s, rates[s.pk]) for s in group}
+    reserve = sum(_reserve_today(s, costs[s.pk].pages_per_day, now) for s in group)
+    return Plan(budget, learned, used, days.quota_resets_at(now), costs, reserve)
+
+
+def figures(source: Source) -> dict:
+    """The plan's figures for a page (`_quota_plan.html`): the key's plan and
+    this source's projection. A source not saved yet is alone on its key."""
+    key_plan = plan(source)
+    return {"plan": key_plan, "plan_cost": key_plan.costs[source.pk]}
+
+
+def poll_interval(source: Source, key_plan: Plan, now: datetime) -> timedelta | None:
+    """Today's poll interval under the plan: the setting, widened so that the
+    polls left before the reset fit in what the reserve leaves; None when no
+    poll fits before the reset."""
+    wanted = poll_interval_setting(source)
+    allowance = key_plan.for_polling
+    if allowance is None:
+        return wanted
+    pollers = [pk for pk, c in key_plan.costs.items() if c.today or pk == source.pk]
+    share = allowance // max(1, len(pollers))
+    if share < 1:
+        return None
+    until_reset = key_plan.resets_at - now
+    return max(wanted, until_reset / share)
+
+
+def may_send(key_hash: str, budget: int | None) -> bool:
+    """Whether one more request stays within a known budget."""
+    return budget is None or ratelimit.requests_today(key_hash) < budget
+
+
+def learn(key_hash: str) -> None:
+    """A Limit Exceeded: the requests made today are the key's budget."""
+    # The request that got Limit Exceeded was counted too: one past the budget.
+    used = ratelimit.requests_today(key_hash) - 1
+    if used > 0:
+        ApiKeyUsage.objects.update_or_create(
+            key_hash=key_hash, defaults={"learned_budget": used}
+        )
+
+
+def advice(source: Source, key_plan: Plan) -> str:
+    """Which setting to change so the projection fits the budget: the one
+    that spends the most of this source's requests."""
+    c = key_plan.costs[source.pk]
+    if c.today and c.today >= max(c.rescans, c.closed_day):
+        return (
+            "Raise the poll interval of “Collect today's events as they arrive” "
+            f"(now {source.today_poll_minutes} min) or turn it off."
+        )
+    if c.rescans and c.rescans >= c.closed_day:
+        return "Raise the Re-scan interval or lower the Re-scan window (days)."
+    if not source.licensed_users:
+        return "Set Licensed users to the number of licensed users of the account."
+    return "Lower the Re-scan window (days) of the sources that use this API key."
+
+
+def review(source: Source, budget: int | None) -> None:
+    """Open (or resolve) the Warning that the source's settings project more
+    requests per day than its key's budget."""
+    from collectors import health
+    from collectors.choices import ErrorType, HealthEventName, Severity
+
+    if budget is None:
+        health.resolve(source, HealthEventName.QUOTA_OVERRUN)
+        return
+    key_plan = plan(source)
+    if not key_plan.overrun:
+        health.resolve(source, HealthEventName.QUOTA_OVERRUN)
+        return
+    health.record(
+        source,
+        ErrorType.THIRD_PARTY_GENERIC,
+        code="quota_projection",
+        message=(
+            f"The settings of the sources using this API key project "
+            f"{key_plan.projected:,} requests per day, over its daily budget of "
+            f"{key_plan.budget:,}: collection would pause until the quota resets."
+        ),
+        suggested_fix=advice(source, key_plan),
+        severity=Severity.WARNING,
+        event_name=HealthEventName.QUOTA_OVERRUN,
+    )

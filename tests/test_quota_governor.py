@@ -1,0 +1,164 @@
+"""The quota governor: each API key's daily budget (10 x Licensed users, or
+learned from the first Limit Exceeded), the closed-day pass and re-scans
+reserved first, today's polling widened as the budget runs low, no Limit
+Exceeded while the budget is known, and the figures on the source page."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from collectors import crypto, engine, governor, lifecycle
+from collectors.choices import HealthEventName, Severity
+from collectors.models import ApiKeyUsage, HealthEvent
+from tests import engine_support as es
+from tests.cast import make_source
+from tests.sandbox_support import running_sandbox
+
+clock = es.clock
+MIDNIGHT = datetime.combine(es.TODAY + timedelta(days=1), datetime.min.time(), UTC)
+
+
+@pytest.mark.django_db
+def test_it_plans_a_day_with_a_known_budget(clock, collector):
+    source = make_source(collector, licensed_users=5, rescan_days=1)
+    plan = governor.plan(source)
+    assert plan.budget == 50 and not plan.learned
+    assert plan.used == 0 and plan.left == 50
+    assert plan.resets_at == MIDNIGHT
+    cost = plan.costs[source.pk]
+    # No events yet: a page a day. The pass when a day closes reads it and
+    # re-reads one day; the clock re-reads that day 3 more times (6 h).
+    assert (cost.closed_day, cost.rescans, cost.today) == (2, 3, 0)
+    assert plan.projected == 5 and not plan.overrun
+    # Still to come today: the first pass (2) and the re-scans at 18:00 (1).
+    assert plan.reserve == 2 + 1
+    assert plan.for_polling == 50 - 3
+
+
+@pytest.mark.django_db
+def test_it_plans_a_day_without_a_budget(clock, collector):
+    source = make_source(collector, collect_today=True, today_poll_minutes=15)
+    plan = governor.plan(source)
+    assert plan.budget is None and plan.left is None and plan.for_polling is None
+    assert plan.costs[source.pk].today == 96 + 1
+    assert not plan.overrun
+    assert governor.poll_interval(source, plan, es.NOON) == timedelta(minutes=15)
+
+
+@pytest.mark.django_db
+def test_it_learns_the_budget_from_a_limit_exceeded(clock, collector):
+    source = make_source(collector)
+    key = crypto.key_fingerprint(source.get_api_key())
+    ApiKeyUsage.objects.create(key_hash=key, day=es.TODAY, requests_today=31)
+    governor.learn(key)
+    plan = governor.plan(source)
+    assert plan.budget == 30 and plan.learned and plan.left == 0
+
+
+@pytest.mark.django_db
+def test_it_shares_one_budget_among_the_sources_of_a_key(clock, collector):
+    a = make_source(collector, "A", api_key="kb4-shared-key-0123456789", rescan_days=2)
+    b = make_source(
+        collector,
+        "B",
+        api_key="kb4-shared-key-0123456789",
+        licensed_users=3,
+        collect_today=True,
+    )
+    other = make_source(collector, "C", api_key="kb4-other-key-0123456789")
+    key = crypto.key_fingerprint("kb4-shared-key-0123456789")
+    ApiKeyUsage.objects.create(key_hash=key, day=es.TODAY, requests_today=7)
+
+    plan_a, plan_b = governor.plan(a), governor.plan(b)
+    assert plan_a.budget == plan_b.budget == 30
+    assert set(plan_a.costs) == set(plan_b.costs) == {a.pk, b.pk}
+    assert plan_a.used == plan_b.used == 7 and plan_a.left == 23
+    assert (
+        plan_a.projected
+        == plan_b.projected
+        == sum(c.total for c in plan_a.costs.values())
+    )
+    assert plan_a.overrun  # B's polls every 15 min alone are 97 a day.
+    alone = governor.plan(other)
+    assert alone.budget is None and set(alone.costs) == {other.pk}
+
+
+@pytest.mark.django_db
+def test_it_widens_todays_polling_as_the_budget_runs_low(clock, collector):
+    source = make_source(
+        collector, licensed_users=10, collect_today=True, today_poll_minutes=5
+    )
+    key = crypto.key_fingerprint(source.get_api_key())
+    usage = ApiKeyUsage.objects.create(key_hash=key, day=es.TODAY, requests_today=0)
+    intervals = []
+    for used in (0, 60, 90, 96, 97):
+        usage.requests_today = used
+        usage.save()
+        plan = governor.plan(source)
+        intervals.append(governor.poll_interval(source, plan, es.NOON))
+    # 12 h to the reset; 100 - reserve (3) - used left for the polls.
+    assert intervals[0] == timedelta(hours=12) / 97  # wider than 5 min
+    assert intervals[1] == timedelta(hours=12) / 37
+    assert intervals[2] == timedelta(hours=12) / 7
+    assert intervals[3] == timedelta(hours=12)
+    assert intervals[4] is None  # Only the reserve is left: no poll today.
+    source.licensed_users = 1000  # Plenty: the setting itself.
+    plan = governor.plan(source)
+    assert governor.poll_interval(source, plan, es.NOON) == timedelta(minutes=5)
+    assert intervals[1] < intervals[2] < intervals[3]
+
+
+def test_it_causes_no_limit_exceeded_over_a_day_with_the_budget_known(
+    settings, clock, collector
+):
+    # A key allowed 30 requests a day; today's polls every 5 minutes and the
+    # re-scan every 15 would want hundreds.
+    with running_sandbox(days=10, events_per_day=50, seats=3) as sb:
+        source = es.sandbox_source(
+            settings,
+            sb,
+            collector,
+            licensed_users=3,
+            collect_today=True,
+            today_poll_minutes=5,
+            rescan_interval_minutes=15,
+            initial_lookback_days=2,
+        )
+        when = es.NOON
+        while when < MIDNIGHT + timedelta(hours=1):
+            clock.move_to(when)
+            if lifecycle.due_sources().filter(pk=source.pk).exists():
+                engine.run(source.pk)
+            when += timedelta(minutes=5)
+        statuses = [r.status for r in es.api_requests(sb)]
+
+    assert 429 not in statuses
+    assert not HealthEvent.objects.filter(error_code="limit_exceeded").exists()
+    # The day's budget was spent in full, and the new day started afresh.
+    today = [r for r in es.api_requests(sb) if r.time < MIDNIGHT.timestamp()]
+    assert len(today) == 30
+    warning = HealthEvent.objects.get(
+        source=source, event_name=HealthEventName.QUOTA_OVERRUN, resolved_at=None
+    )
+    assert warning.severity == Severity.WARNING
+    assert "poll interval" in warning.suggested_fix
+    source.refresh_from_db()
+    assert source.last_complete_day == es.TODAY  # The closed day, after the reset.
+
+
+def test_it_shows_the_figures_on_the_source_page_and_the_form(
+    settings, admin_client, clock, collector
+):
+    with running_sandbox(days=10, events_per_day=50) as sb:
+        source = es.sandbox_source(settings, sb, collector, licensed_users=4)
+        engine.run(source.pk)
+    page = admin_client.get(source.get_absolute_url()).content.decode()
+    form = admin_client.get(f"/sources/{source.pk}/edit/").content.decode()
+    for html in (page, form):
+        assert '<dd class="quota-budget"><strong>40</strong> requests' in html
+        assert '<dd class="quota-used">7</dd>' in html
+        assert '<dd class="quota-left">33</dd>' in html
+        assert "2026-03-11 00:00 UTC" in html
+        assert '<dd class="quota-projected"><strong>5</strong> requests' in html
