@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('collectors', '0011_connection_test'),
+        ('collectors', '0012_logmessage_overview_index'),
     ]
 
     operations = [
