@@ -137,3 +137,23 @@ def add_messages(
         )
         for i in range(n)
     )
+
+
+SOURCE_FORM_KEY = "new-key-0123456789-LMNO"
+
+
+def source_form_data(**overrides) -> dict:
+    """A valid POST of the KnowBe4 source form; tests override what they exercise."""
+    data = {
+        "name": "KnowBe4 Prod",
+        "description": "User events",
+        "category": "Security/KnowBe4",
+        "base_url_key": "us",
+        "api_key": SOURCE_FORM_KEY,
+        "initial_lookback_days": "7",
+        "rescan_days": "1",
+        "field_key": [],
+        "field_value": [],
+    }
+    data.update(overrides)
+    return data

@@ -8,15 +8,14 @@ from django.urls import reverse
 
 from collectors.choices import MAX_SCHEMA_FIELDS
 from collectors.models import FieldDefinition, HostedCollector, Source, SourceField
-from tests.cast import make_field, make_source
-from tests.test_source_form import form_data
+from tests.cast import make_field, make_source, source_form_data
 
 pytestmark = pytest.mark.django_db
 
 
 def post_add(client, collector, **overrides):
     return client.post(
-        reverse("source-add", args=[collector.pk]), form_data(**overrides)
+        reverse("source-add", args=[collector.pk]), source_form_data(**overrides)
     )
 
 
@@ -154,7 +153,7 @@ def test_it_refuses_to_grow_the_schema_past_its_cap(admin_client, collector):
 
 def test_it_refuses_a_bad_edit_and_keeps_the_source(admin_client, source):
     url = reverse("source-edit", args=[source.pk])
-    data = form_data(api_key="bad key!", field_key=["_raw"], field_value=["x"])
+    data = source_form_data(api_key="bad key!", field_key=["_raw"], field_value=["x"])
     response = admin_client.post(url, data)
     assert "may not contain spaces" in field_errors(response, "api_key")
     source.refresh_from_db()

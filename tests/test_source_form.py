@@ -7,28 +7,18 @@ from django.urls import reverse
 
 from collectors.choices import SourceState
 from collectors.models import FieldDefinition, Source, StateTransition
-from tests.cast import API_KEY, make_collector, make_field, make_source
+from tests.cast import (
+    API_KEY,
+    SOURCE_FORM_KEY,
+    make_collector,
+    make_field,
+    make_source,
+    source_form_data,
+)
 
 pytestmark = pytest.mark.django_db
 
-NEW_KEY = "new-key-0123456789-LMNO"
-
-
-def form_data(**overrides) -> dict:
-    """A valid POST of the source form; tests override what they exercise."""
-    data = {
-        "name": "KnowBe4 Prod",
-        "description": "User events",
-        "category": "Security/KnowBe4",
-        "base_url_key": "us",
-        "api_key": NEW_KEY,
-        "initial_lookback_days": "7",
-        "rescan_days": "1",
-        "field_key": [],
-        "field_value": [],
-    }
-    data.update(overrides)
-    return data
+NEW_KEY = SOURCE_FORM_KEY
 
 
 def test_it_shows_the_knowbe4_tile(admin_client, collector):
@@ -63,7 +53,9 @@ def test_it_embeds_the_enabled_schema_for_the_live_check(admin_client, collector
 
 def test_it_creates_a_pending_source(admin_client, collector):
     url = reverse("source-add", args=[collector.pk])
-    response = admin_client.post(url, form_data(api_key=f"  {NEW_KEY}  "), follow=True)
+    response = admin_client.post(
+        url, source_form_data(api_key=f"  {NEW_KEY}  "), follow=True
+    )
     assert response.redirect_chain[-1][0] == reverse("collection")
     source = Source.objects.get()
     assert source.state == SourceState.PENDING
@@ -78,7 +70,9 @@ def test_it_creates_a_pending_source(admin_client, collector):
 def test_it_saves_fields_and_warns_about_dropped_ones(admin_client, collector):
     make_field("department")
     url = reverse("source-add", args=[collector.pk])
-    data = form_data(field_key=["Department", "team"], field_value=["IT", "blue"])
+    data = source_form_data(
+        field_key=["Department", "team"], field_value=["IT", "blue"]
+    )
     response = admin_client.post(url, data, follow=True)
     source = Source.objects.get()
     assert dict(source.fields.values_list("key", "value")) == {
@@ -94,7 +88,7 @@ def test_it_saves_fields_and_warns_about_dropped_ones(admin_client, collector):
 def test_it_adds_missing_fields_to_the_schema_when_ticked(admin_client, collector):
     make_field("region", enabled=False)
     url = reverse("source-add", args=[collector.pk])
-    data = form_data(
+    data = source_form_data(
         field_key=["team", "REGION"], field_value=["blue", "eu"], auto_add_fields="on"
     )
     response = admin_client.post(url, data, follow=True)
@@ -105,7 +99,7 @@ def test_it_adds_missing_fields_to_the_schema_when_ticked(admin_client, collecto
 
 def test_it_ignores_blank_field_rows(admin_client, collector):
     url = reverse("source-add", args=[collector.pk])
-    admin_client.post(url, form_data(field_key=["", "a"], field_value=["", "1"]))
+    admin_client.post(url, source_form_data(field_key=["", "a"], field_value=["", "1"]))
     assert list(Source.objects.get().fields.values_list("key", flat=True)) == ["a"]
 
 
@@ -113,7 +107,7 @@ def test_it_offers_operator_base_urls(admin_client, collector, settings):
     settings.KNOWBE4_EXTRA_BASE_URLS = ["Sandbox|http://127.0.0.1:8025"]
     url = reverse("source-add", args=[collector.pk])
     assert "http://127.0.0.1:8025" in admin_client.get(url).content.decode()
-    admin_client.post(url, form_data(base_url_key="x-sandbox"))
+    admin_client.post(url, source_form_data(base_url_key="x-sandbox"))
     assert Source.objects.get().base_url.url == "http://127.0.0.1:8025"
 
 
@@ -123,7 +117,7 @@ def test_it_edits_with_a_blank_key_keeping_the_old_one(admin_client, source):
     assert "Leave blank to keep the current key (ending in …wxyz)" in html
     assert "data collected from now on" in html
     assert API_KEY not in html
-    response = admin_client.post(url, form_data(name="Renamed", api_key=""))
+    response = admin_client.post(url, source_form_data(name="Renamed", api_key=""))
     assert response.status_code == 302
     source.refresh_from_db()
     assert source.name == "Renamed"
@@ -133,7 +127,7 @@ def test_it_edits_with_a_blank_key_keeping_the_old_one(admin_client, source):
 
 def test_it_requires_the_key_again_when_the_base_url_changes(admin_client, source):
     url = reverse("source-edit", args=[source.pk])
-    response = admin_client.post(url, form_data(base_url_key="eu", api_key=""))
+    response = admin_client.post(url, source_form_data(base_url_key="eu", api_key=""))
     assert response.status_code == 200
     errors = response.context["form"].errors["api_key"]
     assert errors == [
@@ -148,7 +142,7 @@ def test_it_requires_the_key_again_when_the_base_url_changes(admin_client, sourc
         1,
     )
     assert source.get_api_key() == API_KEY
-    response = admin_client.post(url, form_data(base_url_key="eu"))
+    response = admin_client.post(url, source_form_data(base_url_key="eu"))
     assert response.status_code == 302
     source.refresh_from_db()
     assert (source.base_url_key, source.get_api_key()) == ("eu", NEW_KEY)
@@ -160,7 +154,7 @@ def test_it_says_on_the_key_field_why_a_new_base_url_needs_it(admin_client, sour
 
 
 def test_it_replaces_the_key_when_one_is_given(admin_client, source):
-    admin_client.post(reverse("source-edit", args=[source.pk]), form_data())
+    admin_client.post(reverse("source-edit", args=[source.pk]), source_form_data())
     source.refresh_from_db()
     assert source.get_api_key() == NEW_KEY
     assert source.api_key_hint == "LMNO"
@@ -176,7 +170,7 @@ def test_it_shows_existing_fields_when_editing(admin_client, collector):
 
 def test_it_replaces_fields_on_edit(admin_client, collector):
     source = make_source(collector, fields={"a": "1", "b": "2"})
-    data = form_data(field_key=["B", "c"], field_value=["20", "3"])
+    data = source_form_data(field_key=["B", "c"], field_value=["20", "3"])
     admin_client.post(reverse("source-edit", args=[source.pk]), data)
     assert dict(source.fields.values_list("key", "value")) == {"B": "20", "c": "3"}
 
@@ -185,7 +179,7 @@ def test_it_takes_an_error_source_back_to_pending_on_edit(admin_client, collecto
     source = make_source(
         collector, state=SourceState.ERROR, error_type="ThirdPartyConfig"
     )
-    admin_client.post(reverse("source-edit", args=[source.pk]), form_data())
+    admin_client.post(reverse("source-edit", args=[source.pk]), source_form_data())
     source.refresh_from_db()
     assert source.state == SourceState.PENDING
     assert source.config_version == 2
@@ -198,8 +192,8 @@ def test_it_keeps_its_own_name_on_edit_but_not_a_sibling(admin_client, collector
     make_source(collector, name="Other")
     source = make_source(collector, name="Mine")
     url = reverse("source-edit", args=[source.pk])
-    assert admin_client.post(url, form_data(name="MINE")).status_code == 302
-    response = admin_client.post(url, form_data(name="other"))
+    assert admin_client.post(url, source_form_data(name="MINE")).status_code == 302
+    response = admin_client.post(url, source_form_data(name="other"))
     assert response.status_code == 200
     assert "already has a source named" in str(response.context["form"].errors["name"])
 
@@ -207,7 +201,7 @@ def test_it_keeps_its_own_name_on_edit_but_not_a_sibling(admin_client, collector
 def test_it_allows_the_same_name_in_another_collector(admin_client, source):
     other = make_collector("Staging")
     url = reverse("source-add", args=[other.pk])
-    response = admin_client.post(url, form_data(name=source.name))
+    response = admin_client.post(url, source_form_data(name=source.name))
     assert response.status_code == 302
     assert Source.objects.filter(name=source.name).count() == 2
 
@@ -230,7 +224,9 @@ def test_it_moves_a_deleted_source_to_stopping(admin_client, source):
 
 def test_it_refuses_to_edit_a_stopping_source(admin_client, source):
     source.request_stop()
-    response = admin_client.post(reverse("source-edit", args=[source.pk]), form_data())
+    response = admin_client.post(
+        reverse("source-edit", args=[source.pk]), source_form_data()
+    )
     assert response.status_code == 302
     source.refresh_from_db()
     assert source.name == "KnowBe4 Events"
