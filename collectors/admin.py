@@ -137,6 +137,7 @@ class SourceAdmin(admin.ModelAdmin):
     list_display = [
         "name",
         "collector",
+        "kind",
         "category",
         "state",
         "error_type",
@@ -150,6 +151,8 @@ class SourceAdmin(admin.ModelAdmin):
     list_select_related = ["collector"]
     exclude = ["api_key_encrypted"]
     readonly_fields = [
+        "kind",
+        "reporting",
         "base_url",
         "api_key_hint",
         "state",

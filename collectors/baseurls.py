@@ -40,6 +40,18 @@ REGIONS = (
 )
 
 
+# The KMSAT Reporting API's hosts (`/v1/...`), another API on other hosts:
+# a Reporting source stores one of these keys (or an operator's extra entry,
+# which serves both APIs, as the local sandbox does).
+REPORTING_REGIONS = (
+    BaseUrl("kmsat-us", "US", "https://us.api.knowbe4.com"),
+    BaseUrl("kmsat-eu", "EU", "https://eu.api.knowbe4.com"),
+    BaseUrl("kmsat-ca", "CA", "https://ca.api.knowbe4.com"),
+    BaseUrl("kmsat-uk", "UK", "https://uk.api.knowbe4.com"),
+    BaseUrl("kmsat-de", "DE", "https://de.api.knowbe4.com"),
+)
+
+
 def is_loopback(host: str) -> bool:
     """Whether `host` names this machine only (localhost, 127.0.0.0/8, ::1)."""
     if host.lower() == "localhost":
@@ -96,8 +108,11 @@ def all_base_urls() -> list[BaseUrl]:
 
 
 def get(key: str) -> BaseUrl | None:
-    """The allowed Base URL for a stored key, or None if it is no longer allowed."""
-    return next((b for b in all_base_urls() if b.key == key), None)
+    """The allowed Base URL for a stored key, or None if it is no longer allowed
+    (an events region, a Reporting region or an operator's extra entry)."""
+    return next(
+        (b for b in [*all_base_urls(), *REPORTING_REGIONS] if b.key == key), None
+    )
 
 
 def choices() -> list[tuple[str, str]]:

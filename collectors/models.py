@@ -238,6 +238,21 @@ class Source(models.Model):
     # Fields set on the source but absent from the schema: {key: messages dropped}.
     dropped_fields = models.JSONField(default=dict, blank=True)
 
+    # Which API the source reads: KnowBe4's User Event stream ("events") or
+    # the KMSAT Reporting API's snapshots ("reporting", engine/snapshots.py).
+    kind = models.CharField(
+        max_length=16,
+        choices=[("events", "KnowBe4"), ("reporting", "KnowBe4 KMSAT Reporting")],
+        default="events",
+        db_default="events",
+    )
+    # A Reporting source's settings ({"data_types", "poll_hours",
+    # "licensed_users", "recipients_days"}, see knowbe4/records.py) and its
+    # snapshot checkpoint (the plan, the task and page reached, the request
+    # windows), committed with each page.
+    reporting = models.JSONField(default=dict, blank=True)
+    snapshot = models.JSONField(default=dict, blank=True, editable=False)
+
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
 
@@ -756,11 +771,14 @@ class HealthEvent(models.Model):
 
 
 class LogMessage(models.Model):
-    """One collected KnowBe4 user event, with Sumo-style metadata.
+    """One collected KnowBe4 user event or Reporting record version, with
+    Sumo-style metadata.
 
-    `raw` is the event's JSON as received. Metadata is copied at collection
-    time so that messages survive the deletion (or later edits) of their
-    source. The database enforces one row per (source, event id).
+    `raw` is the event's (record's) JSON as received. Metadata is copied at
+    collection time so that messages survive the deletion (or later edits) of
+    their source. The database enforces one row per (source, data type,
+    event or record id, content hash): an event once, a Reporting record once
+    per version (`content_hash` of its JSON; empty for events).
     """
 
     source = models.ForeignKey(
@@ -777,6 +795,11 @@ class LogMessage(models.Model):
     event_type = models.CharField(max_length=255, blank=True)
     risk_level = models.SmallIntegerField(null=True, blank=True)
     user_email = models.CharField(max_length=254, blank=True)
+    # "events" for User Events, else a Reporting data type (knowbe4/records.py).
+    data_type = models.CharField(max_length=32, default="events", db_default="events")
+    content_hash = models.CharField(
+        max_length=64, blank=True, default="", db_default=""
+    )
 
     objects = LogMessageQuerySet.as_manager()
 
@@ -784,7 +807,8 @@ class LogMessage(models.Model):
         ordering = ["-message_time", "-id"]
         constraints = [
             models.UniqueConstraint(
-                fields=["source", "event_id"], name="log_message_once_per_source"
+                fields=["source", "data_type", "event_id", "content_hash"],
+                name="log_message_once_per_version",
             ),
         ]
         indexes = [
@@ -814,6 +838,13 @@ class LogMessage(models.Model):
 
     def __str__(self) -> str:
         return self.event_id
+
+    @property
+    def data_type_label(self) -> str:
+        """ "User events", "Phishing recipient", ...: the Messages column."""
+        from collectors.knowbe4.records import MESSAGE_TYPES
+
+        return MESSAGE_TYPES.get(self.data_type, self.data_type)
 
 
 class ApiKeyUsage(models.Model):

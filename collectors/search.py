@@ -25,6 +25,7 @@ from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
 from collectors.choices import HealthEventName, Severity
+from collectors.knowbe4 import records
 from collectors.message_stats import as_date, utc_day
 from collectors.models import HealthEvent, HostedCollector, LogMessage, Source
 
@@ -271,6 +272,11 @@ class MessageFilterForm(ResourceChoicesMixin, forms.Form):
     )
     since = time_field("From (UTC)")
     until = time_field("To (UTC)")
+    data_type = forms.ChoiceField(
+        label="Data type",
+        required=False,
+        choices=[("", "Any data type"), *records.MESSAGE_TYPES.items()],
+    )
     event_type = forms.CharField(label="Event type", required=False, max_length=255)
     risk_level = forms.IntegerField(
         label="Risk level", required=False, min_value=-10, max_value=10
@@ -379,6 +385,8 @@ class MessageSearch:
             q &= Q(message_time__gte=since)
         if until:
             q &= Q(message_time__lte=until)
+        if d.get("data_type"):
+            q &= Q(data_type=d["data_type"])
         if d.get("event_type"):
             q &= Q(event_type=d["event_type"])
         if d.get("risk_level") is not None:

@@ -147,17 +147,19 @@ def quota(ctx: RunContext, until: datetime | None, exc: QuotaExceeded | None) ->
         governor.learn(ctx.key_hash)
     lifecycle.schedule(ctx.source_id, ctx.owner, until, streak=None)
     when = until.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    if ctx.source is not None and ctx.source.kind == "reporting":
+        what = "The daily limit of this Reporting API key is spent"
+        rule = "The limit is 2,000 requests plus the licensed users per 24 hours."
+    else:
+        what = "The daily request quota of this API key is spent (Limit Exceeded)"
+        rule = "The quota is ten requests per licensed seat per day."
     health.record(
         ctx.source,
         ErrorType.THIRD_PARTY_GENERIC,
         code="limit_exceeded",
-        message=(
-            "The daily request quota of this API key is spent (Limit "
-            f"Exceeded). Collection resumes at {when}."
-        ),
+        message=f"{what}. Collection resumes at {when}.",
         suggested_fix=(
-            f"Nothing to do: collection resumes on its own at {when}. The "
-            "quota is ten requests per licensed seat per day."
+            f"Nothing to do: collection resumes on its own at {when}. {rule}"
         ),
         severity=Severity.WARNING,
     )

@@ -107,7 +107,10 @@ def collect(ctx: RunContext) -> None:
     if not lifecycle.finish_run(ctx.source, ctx.owner, finish.next_at, **values):
         raise Abandon
     health.resolve(ctx.source)
-    governor.review(ctx.source, ctx.budget)
+    if ctx.source.kind == "events":
+        # The governor projects the events stream's requests; a Reporting
+        # source keeps its own limits in its snapshot checkpoint.
+        governor.review(ctx.source, ctx.budget)
     ctx.result.outcome = "more" if ctx.result.more else "caught_up"
 
 

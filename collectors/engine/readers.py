@@ -6,8 +6,8 @@ own bookkeeping columns to set with it. Everything around it is shared:
 the lease and the states (`lifecycle`), the limiter and quota (`ratelimit`),
 the page store with quarantine and checkpoint (`store`), the failure
 handling and health events (`failures`). KnowBe4's events stream is
-`daypages.EventsReader`; a snapshot reader (the Reporting API's datasets)
-is a second class with the same `read()`, chosen in `reader_for`.
+`daypages.EventsReader`; the Reporting API's datasets are
+`snapshots.SnapshotReader`, with the same `read()`, chosen in `reader_for`.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Protocol
 
 from collectors.engine.context import Finish, RunContext
 from collectors.engine.daypages import EventsReader
+from collectors.engine.snapshots import SnapshotReader
 from collectors.models import Source
 
 __all__ = ["Finish", "Reader", "reader_for"]
@@ -31,6 +32,7 @@ class Reader(Protocol):
 
 
 def reader_for(source: Source) -> Reader:
-    """The reader that collects this source (today: every source is an
-    events source)."""
+    """The reader that collects this source: its kind's."""
+    if source.kind == "reporting":
+        return SnapshotReader()
     return EventsReader()

@@ -1,0 +1,174 @@
+"""The Reporting API's records as messages: data types, identity, time.
+
+A Reporting record is stored as a message whose identity is (source, data
+type, record id, content hash), unique in the database: a record whose
+content did not change between two snapshots is the same message, one that
+changed is a new one, so Messages hold every version (when a recipient
+clicked, when an enrollment went Past Due, when a user was archived).
+
+The content hash is SHA-256 of the record's canonical JSON (keys sorted,
+compact), so the order in which KnowBe4 sends keys is no change.
+
+A version's message time is the record's own time where it has one (the
+recipient's latest event, an enrollment's completion, a user's archiving, a
+test's start, a risk score's date), otherwise the time the change was seen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+
+# The choices of the source form's "Data types" (the setting's values).
+DATA_TYPE_CHOICES = [
+    ("phishing", "Phishing security tests and recipients"),
+    ("users", "Users"),
+    ("groups", "Groups and members"),
+    ("training", "Training campaigns and enrollments"),
+    ("account", "Account and risk score history"),
+]
+DEFAULT_DATA_TYPES = ["phishing"]
+DEFAULT_POLL_HOURS = 24
+DEFAULT_RECIPIENTS_DAYS = 14
+
+# Message data types (the Messages page's filter): label per stored type.
+MESSAGE_TYPES = {
+    "events": "User events",
+    "phishing_test": "Phishing security test",
+    "phishing_recipient": "Phishing recipient",
+    "user": "User",
+    "group": "Group",
+    "group_member": "Group member",
+    "training_campaign": "Training campaign",
+    "training_enrollment": "Training enrollment",
+    "account": "Account",
+    "account_risk_score": "Account risk score",
+}
+
+
+class PoisonRecord(ValueError):
+    """A record that cannot be stored as it is (no id, not an object)."""
+
+
+@dataclass(frozen=True)
+class Version:
+    """One record version, ready to be a message row."""
+
+    data_type: str
+    record_id: str
+    content_hash: str
+    raw: str
+    time: datetime | None  # the record's own time, None: when seen
+    user_email: str
+    event_type: str
+
+
+CANONICAL = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+def canonical(record: dict) -> str:
+    return CANONICAL.encode(record)
+
+
+def content_hash(record: dict) -> str:
+    """SHA-256 of the canonical JSON (surrogates kept as escapes)."""
+    return hashlib.sha256(
+        canonical(record).encode("utf-8", "surrogatepass")
+    ).hexdigest()
+
+
+def parse_time(value: object) -> datetime | None:
+    """An ISO 8601 time or a `YYYY-MM-DD` date (risk histories send both) as
+    aware UTC; None when absent or unreadable (then the time seen is used)."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        if len(value) == 10:
+            day = date.fromisoformat(value)
+            return datetime(day.year, day.month, day.day, tzinfo=UTC)
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+RECIPIENT_TIMES = (
+    "delivered_at",
+    "opened_at",
+    "clicked_at",
+    "replied_at",
+    "attachment_opened_at",
+    "macro_enabled_at",
+    "data_entered_at",
+    "reported_at",
+)
+
+
+def _latest(record: dict, names: tuple[str, ...]) -> datetime | None:
+    times = [t for t in (parse_time(record.get(n)) for n in names) if t]
+    return max(times) if times else None
+
+
+# data type -> (id field, own time, email of the record's user, type label)
+def _recipient_time(r: dict) -> datetime | None:
+    return _latest(r, RECIPIENT_TIMES)
+
+
+def _user_time(r: dict) -> datetime | None:
+    return parse_time(r.get("archived_at")) if r.get("status") == "archived" else None
+
+
+def _enrollment_time(r: dict) -> datetime | None:
+    return parse_time(r.get("completion_date"))
+
+
+RULES = {
+    "phishing_test": ("pst_id", lambda r: parse_time(r.get("started_at"))),
+    "phishing_recipient": ("recipient_id", _recipient_time),
+    "user": ("id", _user_time),
+    "group": ("id", lambda r: None),
+    "group_member": ("id", lambda r: None),
+    "training_campaign": ("campaign_id", lambda r: None),
+    "training_enrollment": ("enrollment_id", _enrollment_time),
+    "account": (None, lambda r: None),
+    "account_risk_score": ("date", lambda r: parse_time(r.get("date"))),
+}
+
+
+def _email(record: dict) -> str:
+    user = record.get("user")
+    email = user.get("email") if isinstance(user, dict) else record.get("email")
+    return email if isinstance(email, str) else ""
+
+
+def version(data_type: str, record: object, *, parent: object = None) -> Version:
+    """The version of `record` as a `data_type` message; PoisonRecord when it
+    cannot be one. `parent` prefixes the id of a record that only exists
+    under another (a group's member: "group:user")."""
+    if not isinstance(record, dict):
+        raise PoisonRecord("The record is not a JSON object.")
+    id_field, own_time = RULES[data_type]
+    if id_field is None:
+        record_id = data_type
+    else:
+        value = record.get(id_field)
+        if isinstance(value, bool) or not isinstance(value, (int, str)) or value == "":
+            raise PoisonRecord(f"The record has no usable '{id_field}'.")
+        record_id = str(value)
+    if parent is not None:
+        record_id = f"{parent}:{record_id}"
+    if len(record_id) > 64:
+        raise PoisonRecord("The record's id is over 64 characters.")
+    status = record.get("status")
+    return Version(
+        data_type=data_type,
+        record_id=record_id,
+        content_hash=content_hash(record),
+        raw=canonical(record),
+        time=own_time(record),
+        user_email=_email(record),
+        event_type=f"{MESSAGE_TYPES[data_type]}"
+        + (f": {status}" if isinstance(status, str) and status else ""),
+    )

@@ -1,0 +1,264 @@
+"""A Reporting source collected from the sandbox through the engine pipeline:
+every data type as a change history, exactly once per version, resumable at
+any progress point, recipients only for recent tests, the limits kept."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from unittest import mock
+
+import pytest
+
+from collectors import lifecycle
+from collectors.choices import ErrorType
+from collectors.engine import run
+from collectors.knowbe4.sandbox import key_hash
+from collectors.knowbe4.sandbox_reporting import ReportingLimits
+from collectors.models import HealthEvent, LogMessage, Source
+from tests.cast import make_source
+from tests.sandbox_support import REPORTING_KEY, running_sandbox
+
+NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+ALL = ["phishing", "users", "groups", "training", "account"]
+TYPES = {
+    "phishing_test",
+    "phishing_recipient",
+    "user",
+    "group",
+    "group_member",
+    "training_campaign",
+    "training_enrollment",
+    "account",
+    "account_risk_score",
+}
+
+
+@pytest.fixture
+def frozen(time_machine):
+    """Time stands still: the sandbox's data and our clock agree exactly."""
+    time_machine.move_to(NOW, tick=False)
+    return time_machine
+
+
+@pytest.fixture
+def sb(frozen, settings):
+    settings.KNOWBE4_RATE_LIMIT = False  # frozen time: no 4/s limiter sleeps
+    with running_sandbox(rate_limit=False, reporting={"origin": NOW.timestamp()}) as s:
+        settings.KNOWBE4_EXTRA_BASE_URLS = [f"Sandbox|{s.url}"]
+        yield s
+
+
+def source_for(collector, name="KMSAT", key=REPORTING_KEY, **conf) -> Source:
+    conf.setdefault("data_types", ALL)
+    return make_source(
+        collector,
+        name,
+        api_key=key,
+        base_url_key="x-sandbox",
+        kind="reporting",
+        reporting=conf,
+    )
+
+
+def snapshot(source: Source, **kw):
+    """One run, made due first (as the schedule would at the poll interval)."""
+    Source.objects.filter(pk=source.pk).update(next_attempt_at=None)
+    return run(source.pk, **kw)
+
+
+def versions(source: Source) -> list[tuple]:
+    return list(
+        LogMessage.objects.filter(source=source).values_list(
+            "data_type", "event_id", "content_hash"
+        )
+    )
+
+
+def api_paths(sb) -> list[str]:
+    return [r.path for r in sb.requests if r.path.startswith("/v1/")]
+
+
+def test_it_stores_every_data_type_and_an_unchanged_record_once(sb, collector):
+    source = source_for(collector)
+    result = snapshot(source)
+    assert result.outcome == "caught_up", result
+    stored = versions(source)
+    assert {v[0] for v in stored} == TYPES
+    counts = Counter(v[0] for v in stored)
+    assert counts["user"] == 60 and counts["account"] == 1
+    source.refresh_from_db()
+    assert source.state == "collecting"
+    assert source.next_attempt_at == NOW + timedelta(hours=24)
+    again = snapshot(source)
+    assert again.requests == result.requests and again.stored == 0
+    assert sorted(versions(source)) == sorted(stored)
+
+
+def test_it_stores_a_record_again_when_it_changed(sb, collector, frozen):
+    source = source_for(collector, data_types=["phishing", "users", "training"])
+    snapshot(source)
+    before = Counter(v[0] for v in versions(source))
+    frozen.shift(timedelta(days=1))
+    snapshot(source)
+    stored = versions(source)
+    per_record = Counter((t, i) for t, i, _ in stored)
+    assert len(stored) == len(set(stored))
+    # Risk scores move daily: every user has a second version ...
+    assert Counter(v[0] for v in stored)["user"] == 2 * before["user"]
+    # ... and the running test's recipients opened or clicked meanwhile.
+    assert any(n == 2 for (t, _), n in per_record.items() if t == "phishing_recipient")
+    archived = LogMessage.objects.get(
+        source=source,
+        data_type="user",
+        raw__contains='"status":"archived"',
+        event_id=str(3_000_000_005),
+    )
+    assert archived.message_time == NOW + timedelta(hours=2)  # its archived_at
+
+
+def test_it_times_a_version_by_the_record_where_it_has_a_time(sb, collector):
+    source = source_for(collector, data_types=["phishing", "training", "groups"])
+    snapshot(source)
+    passed = LogMessage.objects.filter(
+        source=source, data_type="training_enrollment", event_type__endswith="Passed"
+    ).first()
+    assert passed.message_time < NOW
+    assert passed.message_time.isoformat()[:19] in passed.raw.replace("Z", "")
+    group = LogMessage.objects.filter(source=source, data_type="group").first()
+    assert group.message_time == NOW  # no time of its own: when seen
+
+
+@pytest.mark.parametrize("kill_at", [1, 2, 5, 9, 14])
+def test_it_resumes_a_killed_snapshot_storing_each_version_once(sb, collector, kill_at):
+    reference = source_for(collector, "Reference")
+    snapshot(reference)
+    source = source_for(collector, "Killed")
+    real, calls = lifecycle.commit_page, {"n": 0}
+
+    def dies(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == kill_at:  # after the page's INSERT, before its commit
+            raise RuntimeError("killed")
+        return real(*args, **kwargs)
+
+    with mock.patch.object(lifecycle, "commit_page", dies):
+        assert snapshot(source).outcome != "caught_up"
+    # resumed in short runs: a stop at every other progress point too
+    for _ in range(50):
+        if snapshot(source, max_pages=2).outcome == "caught_up":
+            break
+    stored = versions(source)
+    assert len(stored) == len(set(stored))
+    assert sorted(stored) == sorted(versions(reference))
+
+
+def test_it_reads_recipients_only_of_running_or_recent_tests(sb, collector):
+    snapshot(source_for(collector, data_types=["phishing"]))
+    recent = [p for p in api_paths(sb) if p.endswith("/recipients")]
+    sb.clear_requests()
+    snapshot(
+        source_for(collector, "Today only", data_types=["phishing"], recipients_days=0)
+    )
+    running = [p for p in api_paths(sb) if p.endswith("/recipients")]
+    tests = sb.reporting.data
+    # Test 0 runs; 1 and 2 closed within 14 days; older ones (and 3, a
+    # callback test) are not re-read.
+    assert recent == [
+        f"/v1/phishing/security_tests/{6_000_000_000 + t}/recipients" for t in (0, 1, 2)
+    ]
+    assert running == recent[:1]
+    assert tests.test_start(4) < NOW.timestamp() - 17 * 86_400
+
+
+def test_it_stops_at_a_refused_key_with_no_further_request(sb, collector):
+    source = source_for(collector, key="not-the-reporting-key")
+    result = snapshot(source)
+    assert result.requests == 1 and len(sb.requests) == 1
+    source.refresh_from_db()
+    assert source.error_type == ErrorType.THIRD_PARTY_CONFIG
+    assert snapshot(source).requests == 0
+    assert len(sb.requests) == 1
+
+
+class Paced:
+    """The 4/s limiter with time frozen: each request moves the clock 0.26 s
+    (what the real limiter's wait would be), so the sandbox's per-second
+    window sees time pass and the verdict never depends on speed."""
+
+    def __init__(self, frozen) -> None:
+        self.frozen = frozen
+
+    def acquire(self) -> None:
+        self.frozen.shift(0.26)
+
+    def release(self, finished_at=None) -> None:
+        """Nothing in flight to record."""
+
+
+@pytest.fixture
+def limited(frozen, settings):
+    """A sandbox with all three Reporting limits on, and a paced limiter."""
+    with (
+        mock.patch("collectors.ratelimit.limiter_for", lambda _: Paced(frozen)),
+        running_sandbox(
+            reporting={"origin": NOW.timestamp(), "daily_limit": 2005}
+        ) as s,
+    ):
+        settings.KNOWBE4_EXTRA_BASE_URLS = [f"Sandbox|{s.url}"]
+        yield s
+
+
+def run_until_done(source: Source, frozen) -> list:
+    """Runs at the source's next attempt times until the snapshot is done."""
+    results = []
+    for _ in range(30):
+        source.refresh_from_db()
+        if source.next_attempt_at and source.next_attempt_at > datetime.now(UTC):
+            frozen.move_to(source.next_attempt_at)
+        results.append(run(source.pk))
+        source.refresh_from_db()
+        if results[-1].outcome == "caught_up" and not source.snapshot.get("tasks"):
+            return results
+    raise AssertionError(f"not done: {results}")
+
+
+def test_it_never_passes_the_burst_limit(limited, frozen, collector):
+    # 45 requests in the last 30 s already (by this source, as the sandbox saw)
+    before = [NOW.timestamp() - 30 + i * 0.5 for i in range(45)]
+    limits = ReportingLimits(2005)
+    limits.minute.extend(before)
+    limits.window_start, limits.used = before[0], 45
+    limited.state.reporting.limits[key_hash(REPORTING_KEY)] = limits
+    source = source_for(collector)
+    source.snapshot = {"recent": before, "day_start": before[0], "day_used": 45}
+    source.save()
+    results = run_until_done(source, frozen)
+    assert len(results) >= 2  # it waited for the minute's window once at least
+    assert {r.status for r in limited.requests} == {200}
+    times = before + [r.time for r in limited.requests]
+    assert max(sum(1 for u in times if t - 60 < u <= t) for t in times) == 50
+
+
+def test_it_waits_out_the_rolling_daily_limit_with_a_warning(
+    limited, frozen, collector
+):
+    started = NOW.timestamp() - 3600
+    limits = ReportingLimits(2005)
+    limits.window_start, limits.used = started, 2000
+    limited.state.reporting.limits[key_hash(REPORTING_KEY)] = limits
+    source = source_for(collector, licensed_users=5)
+    source.snapshot = {"day_start": started, "day_used": 2000}
+    source.save()
+    run(source.pk)
+    assert len(limited.requests) == 5
+    source.refresh_from_db()
+    frees = datetime.fromtimestamp(started + 86_400, UTC)
+    assert source.next_attempt_at == frees
+    warning = HealthEvent.objects.get(source=source, resolved_at=None)
+    assert warning.severity == "warning" and "Reporting" in warning.message
+    assert frees.strftime("%H:%M UTC") in warning.message
+    assert "2,000 requests plus the licensed users" in warning.suggested_fix
+    run_until_done(source, frozen)
+    assert {r.status for r in limited.requests} == {200}
+    assert not HealthEvent.objects.filter(source=source, resolved_at=None).exists()
