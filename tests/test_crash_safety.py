@@ -86,7 +86,13 @@ def kill_in_round(
     proc = start_collector(source_id, env)
     deadline = time.monotonic() + 120
     while sandbox.gate_status()["waiting"] == 0:
-        if proc.poll() is not None:
+        if proc.poll() is not None:  # finished, or failed: say which
+            err = proc.stderr.read() if proc.stderr else ""
+            assert proc.returncode == 0, f"the collector failed: {err[-2000:]}"
+            state = Source.objects.values("state", "lease_owner", "cursor_day").get(
+                pk=source_id
+            )
+            print(f"the collector exited before the gate: {state} {err[-2000:]}")
             return False
         assert time.monotonic() < deadline, "the collector never reached the gate"
         time.sleep(0.02)
