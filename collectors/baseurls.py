@@ -118,3 +118,10 @@ def get(key: str) -> BaseUrl | None:
 def choices() -> list[tuple[str, str]]:
     """(key, label) pairs for the form's dropdown."""
     return [(b.key, b.choice_label) for b in all_base_urls()]
+
+
+def reporting_choices() -> list[tuple[str, str]]:
+    """(key, label) pairs for the Reporting form's Region: the KMSAT hosts,
+    then the operator's extra entries (the local sandbox serves both APIs)."""
+    extra = [parse_extra(e) for e in settings.KNOWBE4_EXTRA_BASE_URLS if e]
+    return [(b.key, b.choice_label) for b in [*REPORTING_REGIONS, *extra]]

@@ -14,6 +14,7 @@ from django.db.models.functions import Lower
 
 from collectors import baseurls, fieldnames, names
 from collectors.choices import MAX_FIELDS_PER_SOURCE, MAX_SCHEMA_FIELDS
+from collectors.knowbe4 import records
 from collectors.models import FieldDefinition, HostedCollector, Source, SourceField
 
 MIN_API_KEY_LENGTH = 8
@@ -506,3 +507,88 @@ class FieldDefinitionForm(forms.ModelForm):
                 code="capacity",
             )
         return name
+
+
+class ReportingSourceForm(SourceForm):
+    """The KnowBe4 KMSAT Reporting source form: the events form's Name,
+    Description, Source Category and Fields, then Region, API Key (the
+    Reporting key), Data types, Poll interval and, in Advanced, Licensed users
+    and how long a closed test's recipients are re-read. The settings go to
+    `Source.reporting` (read by `engine/snapshots.py`)."""
+
+    is_reporting = True
+    # The events stream's settings do not apply to snapshots.
+    initial_lookback_days = None
+    rescan_days = None
+    today_poll_minutes = None
+    data_types = forms.MultipleChoiceField(
+        label="Data types",
+        choices=records.DATA_TYPE_CHOICES,
+        initial=records.DEFAULT_DATA_TYPES,
+        widget=forms.CheckboxSelectMultiple,
+        error_messages={"required": "Select at least one data type."},
+    )
+    poll_hours = forms.IntegerField(
+        label="Poll interval (hours)",
+        min_value=1,
+        max_value=24,
+        initial=records.DEFAULT_POLL_HOURS,
+        help_text="How often every selected data type is read whole (1 to 24).",
+    )
+    reporting_licensed_users = forms.IntegerField(
+        label="Licensed users",
+        min_value=0,
+        max_value=10_000_000,
+        required=False,
+        help_text=(
+            "KnowBe4 allows 2,000 requests plus the licensed users per 24 hours "
+            "from the first request. Blank: 2,000."
+        ),
+    )
+    recipients_days = forms.IntegerField(
+        label="Re-read recipients after a test closes (days)",
+        min_value=0,
+        max_value=90,
+        initial=records.DEFAULT_RECIPIENTS_DAYS,
+        help_text="Recipients of older closed tests are not read again (0 to 90).",
+    )
+
+    class Meta(SourceForm.Meta):
+        fields = ["name", "description", "category", "base_url_key"]
+        labels = {**SourceForm.Meta.labels, "base_url_key": "Region"}
+
+    def __init__(self, *args, collector: HostedCollector, **kwargs) -> None:
+        super().__init__(*args, collector=collector, **kwargs)
+        region = self.fields["base_url_key"]
+        region.label = "Region"
+        region.choices = [("", "Select…"), *baseurls.reporting_choices()]
+        if self.adding:
+            self.fields["api_key"].help_text = (
+                "Your KnowBe4 Reporting API key, not the User Event API key: in "
+                "the KnowBe4 console, Account Settings › Account Integrations › "
+                "API › Reporting API (Platinum and Diamond plans)."
+            )
+        else:
+            conf = self.instance.reporting or {}
+            self.initial.update(
+                data_types=conf.get("data_types") or records.DEFAULT_DATA_TYPES,
+                poll_hours=conf.get("poll_hours") or records.DEFAULT_POLL_HOURS,
+                reporting_licensed_users=conf.get("licensed_users"),
+                recipients_days=conf.get(
+                    "recipients_days", records.DEFAULT_RECIPIENTS_DAYS
+                ),
+            )
+
+    def save(self, commit: bool = True) -> Source:
+        """The events form's save, with the kind and the Reporting settings."""
+        self.instance.kind = "reporting"
+        data = self.cleaned_data
+        self.instance.reporting = {
+            "data_types": [
+                k for k, _ in records.DATA_TYPE_CHOICES if k in data["data_types"]
+            ],
+            "poll_hours": data["poll_hours"],
+            "licensed_users": data.get("reporting_licensed_users") or 0,
+            "recipients_days": data["recipients_days"],
+        }
+        return super().save(commit)

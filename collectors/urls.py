@@ -21,6 +21,11 @@ urlpatterns: list = [
         sources.source_add,
         name="source-add",
     ),
+    path(
+        "collectors/<int:pk>/sources/new/kmsat-reporting/",
+        sources.source_add_reporting,
+        name="source-add-reporting",
+    ),
     path("sources/<int:pk>/edit/", sources.source_edit, name="source-edit"),
     path(
         "sources/test-connection/",

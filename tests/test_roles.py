@@ -91,6 +91,7 @@ EXPECTED: dict[str, Expect] = {
     "collector-delete": Expect(MANAGE, post=302, args=_pk("collector")),
     "source-types": Expect(MANAGE, args=_pk("collector")),
     "source-add": Expect(MANAGE, post=200, args=_pk("collector")),
+    "source-add-reporting": Expect(MANAGE, post=200, args=_pk("collector")),
     "source-edit": Expect(MANAGE, post=200, args=_pk("source")),
     "source-delete": Expect(MANAGE, post=302, args=_pk("source")),
     "fields": Expect(MANAGE_FIELDS),

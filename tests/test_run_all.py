@@ -60,6 +60,16 @@ def test_it_ends_the_banner_with_url_password_and_sandbox_key():
         assert needle in body
 
 
+def test_it_prints_the_reporting_sandbox_key_with_its_region():
+    text = run_all.banner(
+        "http://127.0.0.1:8001/",
+        AdminAccount(created=True, password="pw-once"),
+        "sandbox-key-xyz",
+        reporting_key="reporting-key-abc",
+    )
+    assert "Region 'Sandbox (local)'" in text and "reporting-key-abc" in text
+
+
 @pytest.mark.parametrize(
     ("addr", "expected"),
     [("127.0.0.1:8001", ("127.0.0.1", 8001)), ("8002", ("127.0.0.1", 8002))],

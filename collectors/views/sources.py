@@ -14,7 +14,7 @@ from django.views.decorators.http import (
 
 from collectors import connection, crypto, governor
 from collectors.choices import SourceState
-from collectors.forms import ConnectionTestForm, SourceForm
+from collectors.forms import ConnectionTestForm, ReportingSourceForm, SourceForm
 from collectors.models import HealthEvent, HostedCollector, Source
 from collectors.permissions import MANAGE, require
 from collectors.tasks import dispatch_soon
@@ -29,7 +29,8 @@ def _posted(request):
 @require(MANAGE)
 @require_safe
 def source_types(request, pk: int):
-    """Add Source: the tiles of source types (KnowBe4 only) for a collector."""
+    """Add Source: the tiles of source types (KnowBe4, KnowBe4 KMSAT
+    Reporting) for a collector."""
     collector = get_object_or_404(HostedCollector, pk=pk)
     if refused := refuse_if_deleting(request, collector):
         return refused
@@ -87,7 +88,12 @@ def _render_form(request, form: SourceForm, source: Source | None = None):
             "source": source,
             "open_events": open_events,
             "nav": "collection",
-            **governor.figures(source or form.instance),
+            # The quota projection is the events stream's (the governor).
+            **(
+                {}
+                if getattr(form, "is_reporting", False)
+                else governor.figures(source or form.instance)
+            ),
         },
     )
 
@@ -97,10 +103,23 @@ def _render_form(request, form: SourceForm, source: Source | None = None):
 @require_http_methods(["GET", "POST"])
 def source_add(request, pk: int):
     """The KnowBe4 API source form; Save creates the source in Pending."""
+    return _add(request, pk, SourceForm)
+
+
+@require(MANAGE)
+@sensitive_post_parameters("api_key")
+@require_http_methods(["GET", "POST"])
+def source_add_reporting(request, pk: int):
+    """The KnowBe4 KMSAT Reporting source form; Save creates it in Pending."""
+    return _add(request, pk, ReportingSourceForm)
+
+
+def _add(request, pk: int, form_class: type[SourceForm]):
+    """Either Add form for a collector (the views check the permission)."""
     collector = get_object_or_404(HostedCollector, pk=pk)
     if refused := refuse_if_deleting(request, collector):
         return refused
-    form = SourceForm(_posted(request), collector=collector)
+    form = form_class(_posted(request), collector=collector)
     if form.is_valid() and (source := _save_source(form)):
         messages.success(
             request,
@@ -121,7 +140,8 @@ def source_edit(request, pk: int):
     if source.state == SourceState.STOPPING:
         messages.error(request, f"Source “{source.name}” is being deleted.")
         return redirect("collection")
-    form = SourceForm(_posted(request), instance=source, collector=source.collector)
+    form_class = ReportingSourceForm if source.kind == "reporting" else SourceForm
+    form = form_class(_posted(request), instance=source, collector=source.collector)
     if form.is_valid() and (saved := _save_source(form)):
         messages.success(
             request,

@@ -40,9 +40,10 @@ STOP_GRACE_SECONDS = 2.0
 READY_TIMEOUT_SECONDS = 120.0
 
 
-def sandbox_api_key() -> str:
-    """The sandbox's key: generated once into data/, so it survives restarts."""
-    path = settings.DATA_DIR / "sandbox_api_key"
+def sandbox_api_key(name: str = "sandbox_api_key") -> str:
+    """A sandbox key (the events one, or `sandbox_reporting_api_key`, the
+    Reporting API's own): generated once into data/, so it survives restarts."""
+    path = settings.DATA_DIR / name
     if not path.exists():
         settings.DATA_DIR.mkdir(parents=True, exist_ok=True)
         path.write_text(secrets.token_urlsafe(24))
@@ -64,16 +65,25 @@ def parse_addr(addr: str) -> tuple[str, int]:
 
 
 def banner(
-    url: str, admin: AdminAccount, sandbox_key: str | None, demo: list[str] = ()
+    url: str,
+    admin: AdminAccount,
+    sandbox_key: str | None,
+    demo: list[str] = (),
+    reporting_key: str | None = None,
 ) -> str:
-    """The start-up block: where to go, how to sign in, which key to use."""
+    """The start-up block: where to go, how to sign in, which keys to use."""
     lines = [f"knowbe4sumo is running at {url}", *admin.lines()]
     if sandbox_key:
         lines += [
             "KnowBe4 sandbox: add a source with Base URL 'Sandbox (local)'",
             f"  and API key {sandbox_key}",
-            *demo,
         ]
+        if reporting_key:
+            lines += [
+                "KnowBe4 KMSAT Reporting sandbox: Region 'Sandbox (local)'",
+                f"  and API key {reporting_key}",
+            ]
+        lines += list(demo)
     lines.append("Ctrl-C stops everything.")
     rule = "=" * max(len(line) for line in lines)
     return "\n".join([rule, *lines, rule])
@@ -175,10 +185,12 @@ class Command(BaseCommand):
             [*py, "runserver", f"{host}:{port}", "--noreload"],
             [*py, "qcluster"],
         ]
-        key = None
+        key = reporting_key = None
         demo: list[str] = []
         if not no_sandbox:
             key = sandbox_api_key()
+            reporting_key = sandbox_api_key("sandbox_reporting_api_key")
+            env["KNOWBE4_SANDBOX_REPORTING_API_KEY"] = reporting_key
             extra = [e for e in env.get("KNOWBE4_EXTRA_BASE_URLS", "").split(",") if e]
             env["KNOWBE4_EXTRA_BASE_URLS"] = ",".join(
                 [*extra, sandbox_entry(sandbox_port)]
@@ -220,7 +232,9 @@ class Command(BaseCommand):
             ]
             if wait_until_listening(procs, host, port, READY_TIMEOUT_SECONDS):
                 url = f"http://{host}:{port}/"
-                self.stdout.write(self.style.SUCCESS(banner(url, admin, key, demo)))
+                self.stdout.write(
+                    self.style.SUCCESS(banner(url, admin, key, demo, reporting_key))
+                )
             else:  # Still say how to sign in: a generated password is shown once.
                 self.stderr.write("The web app did not start; see the output above.")
                 self.stdout.write("\n".join(admin.lines()))
