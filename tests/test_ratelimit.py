@@ -250,45 +250,59 @@ def test_it_keeps_keys_apart(backend_spec):
     assert backend.requests_today("key-b") == 1
 
 
-def test_it_counts_from_when_a_response_arrived_if_told(backend_spec):
-    """A page fetched ahead is released late; its real completion time counts.
+class FakeClock:
+    """One clock for the limiter's wall time, its monotonic readings and the
+    Redis server's TIME, moved by the test: the expected waits are exact,
+    whatever the machine's speed."""
 
-    The verdict does not depend on how fast the machine is: the expected wait
-    is bounded with the backend's own clock read around the calls (`span`).
-    """
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self.now = start
+
+    def time(self) -> float:
+        return self.now
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def fake_clock(monkeypatch) -> FakeClock:
+    clock = FakeClock()
+    monkeypatch.setattr(ratelimit, "time", clock)
+    monkeypatch.setattr(RedisBackend, "_now", staticmethod(lambda conn: clock.now))
+    return clock
+
+
+def test_it_counts_from_when_a_response_arrived_if_told(backend_spec, fake_clock):
+    """A page fetched ahead is released late; its real completion time counts."""
     backend = make_backend(backend_spec)
-    clock = backend_clock(backend)
     lim = Limiter("key-late", backend)
     for _ in range(4):
         lim.acquire()
-    time.sleep(0.3)  # at least 0.3 s later (a lower bound, never a race)
-    before = clock()
-    arrived = time.monotonic() - 0.25  # the answers came 0.25 s ago
+    fake_clock.sleep(0.3)
+    arrived = fake_clock.monotonic() - 0.25  # the answers came 0.25 s ago
     for _ in range(4):
         lim.release(finished_at=arrived)
     wait = lim.backend.try_acquire("key-late", "fifth", 40.0)
-    span = clock() - before
-    # From the arrival: 0.75 s, less the time the calls took (and their slack).
-    assert 0.75 - 2 * span <= wait <= 0.75 + span
-    if span < 0.1:  # counted from now it would be over 0.9 s
-        assert wait < 0.9
+    # A second (and the margin) after the arrival, 0.05 s after the grants;
+    # counted from now it would be 1.0 s.
+    assert wait == pytest.approx(0.75 + ratelimit.MARGIN, abs=1e-6)
 
 
-def test_it_never_records_a_completion_before_the_grant(backend_spec):
+def test_it_never_records_a_completion_before_the_grant(backend_spec, fake_clock):
     backend = make_backend(backend_spec)
-    clock = backend_clock(backend)
     lim = Limiter("key-early", backend)
-    before = clock()
     for _ in range(4):
         lim.acquire()
+    fake_clock.sleep(0.2)
     for _ in range(4):
-        lim.release(finished_at=time.monotonic() - 30)
+        lim.release(finished_at=fake_clock.monotonic() - 30)
     wait = lim.backend.try_acquire("key-early", "fifth", 40.0)
-    span = clock() - before
-    # Counted from the grants (not 30 s ago, which would leave no wait): a
-    # second after them, whatever time the calls took.
-    assert 1.0 - span - 0.001 <= wait <= 1.0
-    assert span >= 0.9 or wait > 0.09
+    # Counted from the grants (not 30 s ago, which would leave no wait).
+    assert wait == pytest.approx(0.8 + ratelimit.MARGIN, abs=1e-6)
 
 
 def test_it_blocks_a_spent_quota_until_the_given_time(backend_spec):
