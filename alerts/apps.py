@@ -13,7 +13,13 @@ class AlertsConfig(AppConfig):
     verbose_name = "Alerts"
 
     def ready(self) -> None:
-        from collectors import crypto
+        from django.db.models.signals import post_migrate
+
+        from alerts.schedules import register
+        from collectors import crypto, schedules
+
+        # After `migrate` the monitor checks run, as collection's dispatcher does.
+        post_migrate.connect(schedules.after_migrate(register), sender=self, weak=False)
 
         # Rotated by `manage.py rotate_keys`, sampled by the key check.
         crypto.register_encrypted(

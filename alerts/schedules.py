@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django_q.models import Schedule
+from collectors import schedules
 
 SCHEDULES = {
     "knowbe4sumo: check monitors": "alerts.tasks.check_monitors",
@@ -10,19 +10,9 @@ SCHEDULES = {
 }
 
 
-def register() -> list[str]:
+def register(using: str = "default") -> list[str]:
     """Create or update both every-minute schedules (idempotent); return one
     line per schedule for the command's output."""
-    lines = []
-    for name, func in SCHEDULES.items():
-        _, created = Schedule.objects.update_or_create(
-            name=name,
-            defaults={
-                "func": func,
-                "schedule_type": Schedule.MINUTES,
-                "minutes": 1,
-                "repeats": -1,
-            },
-        )
-        lines.append(f"{'Created' if created else 'Updated'} schedule '{name}'.")
-    return lines
+    return [
+        schedules.ensure(name, func, using=using) for name, func in SCHEDULES.items()
+    ]

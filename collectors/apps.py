@@ -19,19 +19,18 @@ class CollectorsConfig(AppConfig):
             checks,  # noqa: F401 - registers the encryption-key checks
             health,  # noqa: F401 - connects its signal handlers
             navigation,  # noqa: F401 - connects the sign-in hook
+            schedules,
             timezones,  # noqa: F401 - connects the sign-in hook
         )
 
-        post_migrate.connect(register_schedules, sender=self)
+        post_migrate.connect(
+            schedules.after_migrate(_register_schedules), sender=self, weak=False
+        )
 
 
-def register_schedules(sender, using: str = "default", **kwargs) -> None:
+def _register_schedules(using: str) -> None:
     """After `migrate`: the schedules exist without `setup_schedules` (a
     deployment that runs only migrate and qcluster still dispatches)."""
-    from django.db import connections
-
     from collectors.tasks import ensure_schedules
 
-    if "django_q_schedule" not in connections[using].introspection.table_names():
-        return  # django_q not migrated (yet): its own migrate run comes later
     ensure_schedules(using)

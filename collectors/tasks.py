@@ -20,7 +20,7 @@ from django.db import transaction
 from django.utils import timezone
 from django_q.tasks import async_task
 
-from collectors import engine, lifecycle
+from collectors import engine, lifecycle, schedules
 from collectors.models import HostedCollector
 
 logger = logging.getLogger(__name__)
@@ -61,35 +61,16 @@ def ensure_schedules(using: str = "default") -> list[str]:
     The dispatcher runs every minute, the retention task daily; `catch_up` is
     off cluster-wide, so a stopped cluster does not replay missed runs.
     """
-    from django_q.models import Schedule
-
-    schedules = Schedule.objects.using(using)
-    _, created = schedules.update_or_create(
-        name=DISPATCH_NAME,
-        defaults={
-            "func": DISPATCH_FUNC,
-            "schedule_type": Schedule.MINUTES,
-            "minutes": 1,
-            "repeats": -1,
-        },
-    )
-    lines = [f"{'Created' if created else 'Updated'} schedule '{DISPATCH_NAME}'."]
-    _, created = schedules.update_or_create(
-        name=RETENTION_NAME,
-        defaults={
-            "func": RETENTION_FUNC,
-            "schedule_type": Schedule.DAILY,
-            "repeats": -1,
-        },
-        create_defaults={
-            "func": RETENTION_FUNC,
-            "schedule_type": Schedule.DAILY,
-            "repeats": -1,
-            "next_run": _next_quiet_hour(),
-        },
-    )
-    lines.append(f"{'Created' if created else 'Updated'} schedule '{RETENTION_NAME}'.")
-    return lines
+    return [
+        schedules.ensure(DISPATCH_NAME, DISPATCH_FUNC, using=using),
+        schedules.ensure(
+            RETENTION_NAME,
+            RETENTION_FUNC,
+            using=using,
+            daily=True,
+            first_run=_next_quiet_hour(),
+        ),
+    ]
 
 
 def _next_quiet_hour():

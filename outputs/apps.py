@@ -18,20 +18,10 @@ class OutputsConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import post_migrate
 
-        from collectors import crypto
+        from collectors import crypto, schedules
+        from outputs.schedules import register
 
         # Rotated by `manage.py rotate_keys`, sampled by the key check.
         crypto.register_encrypted("outputs.Output", "url_encrypted", "token_encrypted")
-        post_migrate.connect(register_schedule, sender=self)
-
-
-def register_schedule(sender, using: str = "default", **kwargs) -> None:
-    """After `migrate`: the dispatcher schedule exists without
-    `setup_schedules`, as collection's does."""
-    from django.db import connections
-
-    from outputs.schedules import register
-
-    if "django_q_schedule" not in connections[using].introspection.table_names():
-        return  # django_q not migrated (yet): its own migrate run comes later
-    register(using)
+        # After `migrate` the dispatcher schedule exists, as collection's does.
+        post_migrate.connect(schedules.after_migrate(register), sender=self, weak=False)

@@ -185,6 +185,23 @@ def test_it_keeps_checking_the_others_when_one_monitor_fails(source):
     assert states(fine) == ["triggered"] and states(broken) == []
 
 
+def test_it_has_the_monitor_schedules_once_the_database_is_migrated():
+    """A deployment that runs `migrate` and `qcluster` but never
+    `setup_schedules` still checks monitors and retries notifications."""
+    from django.core.management import call_command
+    from django_q.models import Schedule
+
+    from alerts.schedules import SCHEDULES
+
+    Schedule.objects.all().delete()
+    for _ in range(2):
+        call_command("migrate", verbosity=0)
+    names = Schedule.objects.filter(func__startswith="alerts.").values_list(
+        "name", flat=True
+    )
+    assert sorted(names) == sorted(SCHEDULES)
+
+
 def test_it_registers_the_monitor_check_every_minute_idempotently():
     from django.core.management import call_command
     from django_q.models import Schedule
