@@ -9,6 +9,7 @@ model at import time, so `models.py` can use it as its manager.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -233,3 +234,171 @@ class LogMessageQuerySet(models.QuerySet):
             event_types=Count("event_type", distinct=True),
             newest=Max("message_time"),
         )
+
+    # ---- KnowBe4 KMSAT Reporting: aggregates over record versions -------------
+    #
+    # Reporting messages are a change history: one message per version of a
+    # record, identified by (source, data type, record id = event_id). Each
+    # aggregate below reads the LATEST version of each record within the
+    # queryset (already cut to the chosen range and scope): the version with
+    # the highest id, as versions are stored in the order they were seen (a
+    # record's message time, its own time such as a test's start, may stay
+    # the same across versions). The database picks those ids (GROUP BY the
+    # identity, MAX(id)) in a subquery, so each aggregate is ONE query; the
+    # records' JSON is then read in Python, since the fields counted (a
+    # recipient's clicked_at, an enrollment's status) live in `raw`.
+
+    def latest_versions(self, *data_types: str) -> list[tuple[str, str, dict]]:
+        """(data type, user email, record) of the newest version in these rows
+        of each record of `data_types`, oldest record first."""
+        return _records(self.filter(pk__in=self._newest_ids(data_types, Max)))
+
+    def _newest_ids(self, data_types, pick) -> models.QuerySet:
+        return (
+            self.filter(data_type__in=data_types)
+            .order_by()
+            .values("source_id", "data_type", "event_id")
+            .annotate(pick=pick("pk"))
+            .values("pick")
+        )
+
+    def phishing_tests(self) -> list[dict]:
+        """The latest version of each phishing security test, oldest start
+        first: its phish-prone percentage and KnowBe4's own per-test counts."""
+        tests = []
+        for _, _, r in self.latest_versions("phishing_test"):
+            tests.append(
+                {
+                    "pst_id": r.get("pst_id"),
+                    "name": str(r.get("name") or r.get("pst_id")),
+                    "started": records_time(r.get("started_at")),
+                    "status": str(r.get("status") or ""),
+                    "ppp": _number(r.get("phish_prone_percentage")),
+                    "delivered": _count(r.get("delivered_count")),
+                    "clicked": _count(r.get("clicked_count")),
+                    "data_entered": _count(r.get("data_entered_count")),
+                    "reported": _count(r.get("reported_count")),
+                }
+            )
+        far = datetime.max.replace(tzinfo=UTC)
+        tests.sort(key=lambda t: (t["started"] or far, str(t["pst_id"])))
+        return tests
+
+    def repeat_clickers(self, minimum: int = 2) -> list[dict]:
+        """Users whose latest recipient versions show a click in `minimum` or
+        more distinct tests, most tests first."""
+        tests: dict[str, set] = {}
+        for _, email, r in self.latest_versions("phishing_recipient"):
+            if email and r.get("clicked_at"):
+                tests.setdefault(email.lower(), set()).add(r.get("pst_id"))
+        rows = [
+            {"user_email": email, "tests": len(ids)}
+            for email, ids in tests.items()
+            if len(ids) >= minimum
+        ]
+        return sorted(rows, key=lambda r: (-r["tests"], r["user_email"]))
+
+    def clickers_untrained(self) -> list[dict]:
+        """Users who clicked (latest recipient versions) and whose latest
+        training enrollment versions include one not completed (Not Started,
+        In Progress or Past Due), with those enrollments counted."""
+        clicked: set[str] = set()
+        open_: dict[str, dict] = {}
+        for kind, email, r in self.latest_versions(
+            "phishing_recipient", "training_enrollment"
+        ):
+            email = email.lower()
+            if not email:
+                continue
+            if kind == "phishing_recipient":
+                if r.get("clicked_at"):
+                    clicked.add(email)
+            elif r.get("status") not in COMPLETED_STATUSES:
+                row = open_.setdefault(email, {"incomplete": 0, "past_due": 0})
+                row["past_due" if r.get("status") == "Past Due" else "incomplete"] += 1
+        rows = [{"user_email": e, **open_[e]} for e in clicked & set(open_)]
+        rows.sort(key=lambda r: (-r["past_due"], -r["incomplete"], r["user_email"]))
+        return rows
+
+    def risk_drift(self) -> list[dict]:
+        """Per user: current_risk_score of the OLDEST version in these rows
+        and of the LATEST (MIN and MAX id per record, one query), for the
+        users whose score rose, largest rise first."""
+        ends = self.filter(
+            models.Q(pk__in=self._newest_ids(["user"], Min))
+            | models.Q(pk__in=self._newest_ids(["user"], Max))
+        )
+        scores: dict[tuple, list] = {}
+        for (_, email, r), (pk, key) in _records_keyed(ends):
+            scores.setdefault(key, []).append((pk, email, r.get("current_risk_score")))
+        rows = []
+        for versions in scores.values():
+            versions.sort(key=lambda v: v[0])
+            first, last = _number(versions[0][2]), _number(versions[-1][2])
+            if first is not None and last is not None and last > first:
+                rows.append(
+                    {
+                        "user_email": versions[-1][1],
+                        "from": first,
+                        "to": last,
+                        "rise": round(last - first, 1),
+                    }
+                )
+        return sorted(rows, key=lambda r: (-r["rise"], r["user_email"]))
+
+    def training_by_campaign(self) -> list[dict]:
+        """Per training campaign (an enrollment's campaign_name): enrollments,
+        completed and past due, from the latest version of each enrollment."""
+        rows: dict[str, dict] = {}
+        for _, _, r in self.latest_versions("training_enrollment"):
+            name = str(r.get("campaign_name") or "(no campaign)")
+            row = rows.setdefault(
+                name, {"campaign": name, "enrolled": 0, "completed": 0, "past_due": 0}
+            )
+            row["enrolled"] += 1
+            if r.get("status") in COMPLETED_STATUSES:
+                row["completed"] += 1
+            elif r.get("status") == "Past Due":
+                row["past_due"] += 1
+        return [rows[name] for name in sorted(rows)]
+
+
+# An enrollment counts as complete in these statuses (KnowBe4's wording).
+COMPLETED_STATUSES = frozenset({"Passed", "Completed"})
+
+
+def _records(qs) -> list[tuple[str, str, dict]]:
+    return [rec for rec, _ in _records_keyed(qs)]
+
+
+def _records_keyed(qs) -> list[tuple[tuple[str, str, dict], tuple[int, tuple]]]:
+    """Rows as ((data type, email, parsed JSON), (id, record identity)); a
+    version whose JSON is not an object is skipped (it counts as nothing)."""
+    out = []
+    fields = ("pk", "source_id", "data_type", "event_id", "user_email", "raw")
+    for pk, source_id, kind, event_id, email, raw in qs.order_by().values_list(*fields):
+        try:
+            record = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            out.append(((kind, email, record), (pk, (source_id, kind, event_id))))
+    out.sort(key=lambda item: item[1][0])
+    return out
+
+
+def _number(value) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value
+
+
+def _count(value) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def records_time(value) -> datetime | None:
+    """A record's ISO time (records.parse_time, imported late: no model here)."""
+    from collectors.knowbe4.records import parse_time
+
+    return parse_time(value)

@@ -832,6 +832,10 @@ class LogMessage(models.Model):
                 ],
                 name="msg_overview",
             ),
+            # The Overview's Reporting panels: a data type's versions in a range.
+            models.Index(
+                fields=["data_type", "message_time"], name="msg_data_type_time"
+            ),
             # The Collection page's activity: a source's messages by receipt.
             models.Index(fields=["source", "receipt_time"], name="msg_source_receipt"),
         ]

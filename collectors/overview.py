@@ -9,13 +9,14 @@ pages share parameter names (`range`, `since`, `until`, `collector`,
 `source`, `category`) and their meaning.
 
 `PANELS` is the list of panels in page order. The KnowBe4 KMSAT Reporting
-panels (phish-prone percentage, repeat clickers, risk drift, training) need
-that source type's data; when it exists they are added here as further
-panel functions and templates, without changing the others.
+panels (phishing, people, risk drift, training) read the latest version of
+each record in the range (see message_stats); each returns None, and is not
+drawn, when the range and scope hold none of its data types.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -28,6 +29,7 @@ from django.utils import timezone
 
 from collectors import status
 from collectors.choices import SourceState
+from collectors.knowbe4 import records
 from collectors.models import HealthEvent, LogMessage, Source
 from collectors.search import (
     QUICK_RANGES,
@@ -39,6 +41,7 @@ from collectors.search import (
 )
 
 DEFAULT_RANGE = "30d"
+REPORTING_TYPES = [t for t in records.MESSAGE_TYPES if t != "events"]
 MAX_DAYS = 366
 TOP_USERS = 10
 # Event types drawn as their own colour in the stacked chart; the rest are
@@ -102,6 +105,7 @@ class OverviewFilter:
     since: datetime | None = None
     until: datetime | None = None
     scope: Q = field(default_factory=Q)
+    _reporting: frozenset | None = None
 
     @classmethod
     def from_params(cls, params, now: datetime | None = None) -> OverviewFilter:
@@ -140,6 +144,20 @@ class OverviewFilter:
         if self.until:
             qs = qs.filter(message_time__lte=self.until)
         return qs.order_by()
+
+    def reporting_types(self) -> frozenset[str]:
+        """The Reporting data types with a version in range and scope: ONE
+        query for the page (seeks in `msg_data_type_time`), so the Reporting
+        panels are drawn (and their aggregates run) only where their data
+        exists."""
+        if self._reporting is None:
+            self._reporting = frozenset(
+                self.messages()
+                .filter(data_type__in=REPORTING_TYPES)
+                .values_list("data_type", flat=True)
+                .distinct()
+            )
+        return self._reporting
 
     def days(self) -> list[date]:
         """The UTC days the window touches, oldest first."""
@@ -300,6 +318,93 @@ def sources_health(view: OverviewFilter) -> dict:
     }
 
 
+REPORTING_ROWS = 15
+
+
+def _record_q(key: str, value: object) -> str:
+    """The Messages page's text search for records whose canonical JSON
+    (compact, keys sorted) holds `"key":value` followed by another key: the
+    comma stops `"pst_id":12` from matching 123."""
+    return f"{json.dumps(key)}:{json.dumps(value, ensure_ascii=False)},"
+
+
+def phishing(view: OverviewFilter) -> dict | None:
+    """Each test's phish-prone percentage (the chart over time is the same
+    rows by start), its clicked / data entered / reported counts, and the
+    report rate: reported over delivered, across the tests."""
+    if "phishing_test" not in view.reporting_types():
+        return None
+    tests = view.messages().phishing_tests()
+    for t in tests:
+        t["rate"] = _percent(t["reported"], t["delivered"])
+        t["url"] = view.messages_url(
+            data_type="phishing_test", q=_record_q("pst_id", t["pst_id"])
+        )
+        t["recipients_url"] = view.messages_url(
+            data_type="phishing_recipient", q=_record_q("pst_id", t["pst_id"])
+        )
+    delivered = sum(t["delivered"] for t in tests)
+    reported = sum(t["reported"] for t in tests)
+    return {
+        "tests": tests,
+        "delivered": delivered,
+        "reported": reported,
+        "report_rate": _percent(reported, delivered),
+        "url": view.messages_url(data_type="phishing_test"),
+    }
+
+
+def people(view: OverviewFilter) -> dict | None:
+    """Repeat clickers, and clickers with training not completed."""
+    if "phishing_recipient" not in view.reporting_types():
+        return None
+    repeat = view.messages().repeat_clickers()
+    untrained = view.messages().clickers_untrained()
+    for row in repeat:
+        row["url"] = view.messages_url(
+            data_type="phishing_recipient", user_email=row["user_email"]
+        )
+    for row in untrained:
+        row["url"] = view.messages_url(
+            data_type="training_enrollment", user_email=row["user_email"]
+        )
+    return {
+        "repeat": repeat[:REPORTING_ROWS],
+        "repeat_total": len(repeat),
+        "untrained": untrained[:REPORTING_ROWS],
+        "untrained_total": len(untrained),
+    }
+
+
+def risk_drift(view: OverviewFilter) -> dict | None:
+    """The largest rises in users' risk scores between their first and
+    latest versions in the range."""
+    if "user" not in view.reporting_types():
+        return None
+    rows = view.messages().risk_drift()
+    for row in rows:
+        row["url"] = view.messages_url(data_type="user", user_email=row["user_email"])
+    return {"rows": rows[:REPORTING_ROWS], "total": len(rows)}
+
+
+def training(view: OverviewFilter) -> list[dict] | None:
+    """Completion and past due per training campaign."""
+    if "training_enrollment" not in view.reporting_types():
+        return None
+    rows = view.messages().training_by_campaign()
+    for row in rows:
+        row["completion"] = _percent(row["completed"], row["enrolled"])
+        row["url"] = view.messages_url(
+            data_type="training_enrollment",
+            q=_record_q("campaign_name", row["campaign"]),
+        )
+    return rows
+
+
+def _percent(part: int, whole: int) -> float | None:
+    return round(100 * part / whole, 1) if whole else None
+
+
 _LOOKS = (status.ERROR, status.WARNING, status.HEALTHY, status.NEUTRAL)
 
 # Page order. Each panel reads the filter and returns its template context.
@@ -310,6 +415,10 @@ PANELS: list[tuple[str, Callable[[OverviewFilter], object]]] = [
     ("top_users", top_users),
     ("new_types", new_event_types),
     ("sources", sources_health),
+    ("phishing", phishing),
+    ("people", people),
+    ("risk_drift", risk_drift),
+    ("training", training),
 ]
 
 

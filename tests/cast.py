@@ -157,3 +157,26 @@ def source_form_data(**overrides) -> dict:
     }
     data.update(overrides)
     return data
+
+
+def store_record(source: Source, data_type: str, record: dict, seen) -> None:
+    """One KMSAT Reporting record version stored as the snapshot pipeline
+    stores it (records.version: identity, content hash, message time)."""
+    from collectors.knowbe4 import records
+    from collectors.models import LogMessage
+
+    v = records.version(data_type, record)
+    LogMessage.objects.create(
+        source=source,
+        event_id=v.record_id,
+        content_hash=v.content_hash,
+        data_type=v.data_type,
+        raw=v.raw,
+        message_time=v.time or seen,
+        receipt_time=seen,
+        source_name=source.name,
+        source_category=source.category,
+        collector_name=source.collector.name,
+        user_email=v.user_email,
+        event_type=v.event_type,
+    )

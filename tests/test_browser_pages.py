@@ -30,7 +30,7 @@ from tests.alerts_support import (
     make_log_monitor,
     store_messages,
 )
-from tests.cast import make_collector, make_output, make_source
+from tests.cast import make_collector, make_output, make_source, store_record
 from tests.conftest import artifacts_dir
 
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("transactional_db")]
@@ -135,6 +135,7 @@ def world() -> dict:
                 event_type=types[(day + i) % 4],
                 risk_level=(day * 3 + i) % 21 - 10,
             )
+    _reporting(make_source(prod, "KMSAT Reporting", category="Security/KMSAT"), now)
     connection = make_connection(name="SOC mailbox")
     monitor = make_log_monitor([connection])
     make_health_monitor("error", [connection])
@@ -150,6 +151,69 @@ def world() -> dict:
         "output": make_output("https://siem.example.org/ingest", name="SIEM"),
         "messages": LogMessage.objects.count(),
     }
+
+
+def _reporting(source, now) -> None:
+    """Three phishing tests (one with two versions), their recipients,
+    training enrollments and users' risk scores: the Overview's Reporting
+    panels, filled."""
+    day = timedelta(days=1)
+    emails = [f"user{i}@example.org" for i in range(8)]
+    for t, (ppp, clicked) in enumerate([(18.5, 3), (12.0, 2), (25.0, 4)]):
+        start = now - (20 - 8 * t) * day
+        for version, seen in enumerate((start, start + 2 * day)):
+            store_record(
+                source,
+                "phishing_test",
+                {
+                    "pst_id": 500 + t,
+                    "name": f"Quarterly test #{t + 1}",
+                    "status": "Closed" if version else "In Progress",
+                    "started_at": start.isoformat(),
+                    "phish_prone_percentage": ppp + version,
+                    "delivered_count": 8,
+                    "clicked_count": clicked + version,
+                    "data_entered_count": version,
+                    "reported_count": 2 + t,
+                },
+                seen,
+            )
+        for i, email in enumerate(emails):
+            store_record(
+                source,
+                "phishing_recipient",
+                {
+                    "recipient_id": 9000 + 10 * t + i,
+                    "pst_id": 500 + t,
+                    "user": {"email": email},
+                    "clicked_at": (start + day).isoformat() if i <= clicked else None,
+                },
+                start + 2 * day,
+            )
+    for i, email in enumerate(emails):
+        status = ["Passed", "Past Due", "In Progress", "Not Started"][i % 4]
+        store_record(
+            source,
+            "training_enrollment",
+            {
+                "enrollment_id": 700 + i,
+                "user": {"email": email},
+                "campaign_name": f"Training wave {i % 2 + 1}",
+                "status": status,
+            },
+            now - 3 * day,
+        )
+        for k, seen in enumerate((now - 25 * day, now - day)):
+            store_record(
+                source,
+                "user",
+                {
+                    "id": 40 + i,
+                    "email": email,
+                    "current_risk_score": 20 + k * (3 * i - 4),
+                },
+                seen,
+            )
 
 
 def _notification(monitor, connection):
@@ -418,6 +482,9 @@ def test_it_screenshots_the_overview_for_the_readme(browser, live_server, admin_
         sign_in(pg, live_server, admin_user)
         pg.goto(live_server.url + reverse("overview"))
         pg.wait_for_selector(".stacked-chart .seg")
+        for panel in ("phishing", "repeat-clickers", "risk-drift", "training"):
+            assert pg.locator(f"#panel-{panel}").is_visible()
+        assert pg.locator("#panel-phishing .ppp-point").count() == 3
         pg.screenshot(path=str(artifacts_dir() / "readme-overview.png"), full_page=True)
     finally:
         context.close()

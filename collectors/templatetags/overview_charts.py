@@ -124,3 +124,41 @@ def _risk_tone(level: int | None) -> str:
     if level > 0:
         return "risk-mid"
     return "risk-low"
+
+
+PPP_W, PPP_H, PPP_PAD, PPP_BOTTOM = 600, 180, 36, 20
+
+
+@register.inclusion_tag("collectors/overview/_ppp_chart.html")
+def ppp_chart(tests: list[dict]) -> dict:
+    """Phish-prone percentage over time: one linked point per started test
+    with a percentage, placed by start time, joined oldest to newest."""
+    shown = [t for t in tests if t["started"] and t["ppp"] is not None]
+    peak = _nice_peak(int(max((t["ppp"] for t in shown), default=0)) + 1)
+    usable = PPP_H - PPP_BOTTOM
+    first = shown[0]["started"] if shown else None
+    span = (shown[-1]["started"] - first).total_seconds() if shown else 0
+    points = []
+    for i, t in enumerate(shown):
+        if span:
+            frac = (t["started"] - first).total_seconds() / span
+        else:
+            frac = (i + 0.5) / len(shown)
+        points.append(
+            {
+                **t,
+                "x": round(PPP_PAD + 8 + frac * (PPP_W - PPP_PAD - 16), 1),
+                "y": round(usable - usable * t["ppp"] / peak, 1),
+            }
+        )
+    return {
+        "points": points,
+        "line": " ".join(f"{p['x']},{p['y']}" for p in points),
+        "peak": peak,
+        "width": PPP_W,
+        "height": PPP_H,
+        "base": usable,
+        "pad": PPP_PAD,
+        "first": points[0] if points else None,
+        "last": points[-1] if points else None,
+    }
