@@ -3,6 +3,12 @@ under /tmp (the messages benchmark's data set: a year, 7 categories, 5,000
 users, risk levels -10..10).
 
     .venv/bin/python bench/bench_overview.py [--runs 10] [--rebuild]
+    .venv/bin/python bench/bench_overview.py --reporting-users 10000
+
+The second form measures the KMSAT Reporting panels alone, on a file of its
+own: an account of N users, 4 phishing tests with every user a recipient
+(one recipient in four stored in two versions), every user in two versions
+(risk scores) and in 2 training campaigns: about 9 N messages.
 
 Prints, for several time ranges and scopes, the queries and the median / p90
 server time of the whole Overview page (Django's test client: middleware,
@@ -50,11 +56,135 @@ def time_panels(view, runs: int) -> list[tuple[str, float]]:
     return out
 
 
+def populate_reporting(users: int):
+    """The Reporting data set of the module docstring; returns its `now`."""
+    from datetime import UTC, datetime
+
+    from collectors.knowbe4 import records
+    from collectors.models import HostedCollector, LogMessage, Source
+
+    now = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+    if LogMessage.objects.exists():
+        return now
+    collector = HostedCollector.objects.create(name="Bench")
+    source = Source.objects.create(collector=collector, name="KMSAT", category="R")
+    rows: list = []
+
+    def put(data_type: str, record: dict, seen: datetime) -> None:
+        v = records.version(data_type, record)
+        rows.append(
+            LogMessage(
+                source=source,
+                event_id=v.record_id,
+                content_hash=v.content_hash,
+                data_type=data_type,
+                raw=v.raw,
+                message_time=v.time or seen,
+                receipt_time=seen,
+                source_name=source.name,
+                collector_name=collector.name,
+                user_email=v.user_email,
+                event_type=v.event_type,
+            )
+        )
+        if len(rows) >= 5000:
+            LogMessage.objects.bulk_create(rows)
+            rows.clear()
+
+    day = timedelta(days=1)
+    for t in range(4):
+        start = now - (25 - 6 * t) * day
+        put(
+            "phishing_test",
+            {
+                "pst_id": t,
+                "name": f"Test {t}",
+                "started_at": start.isoformat(),
+                "phish_prone_percentage": 10.0 + t,
+                "delivered_count": users,
+                "clicked_count": users // 7,
+                "data_entered_count": users // 20,
+                "reported_count": users // 5,
+            },
+            start,
+        )
+        for i in range(users):
+            user = {"email": f"user{i}@example.org"}
+            rec = {
+                "recipient_id": t * users + i,
+                "pst_id": t,
+                "user": user,
+            }
+            if i % 4 == 0:
+                put("phishing_recipient", rec, start)
+            rec["delivered_at"] = start.isoformat()
+            if (i + t) % 7 == 0:
+                rec["clicked_at"] = (start + day).isoformat()
+            put("phishing_recipient", rec, start + day)
+    for i in range(users):
+        email = f"user{i}@example.org"
+        for k in range(2):
+            put(
+                "user",
+                {
+                    "id": i,
+                    "email": email,
+                    "current_risk_score": 20 + k * (i % 30 - 10.5),
+                },
+                now - (20 - 15 * k) * day,
+            )
+            status = ["Passed", "Past Due", "In Progress", "Not Started"][(i + k) % 4]
+            put(
+                "training_enrollment",
+                {
+                    "enrollment_id": k * users + i,
+                    "user": {"email": email},
+                    "campaign_name": f"Wave {k}",
+                    "status": status,
+                },
+                now - 3 * day,
+            )
+    LogMessage.objects.bulk_create(rows)
+    return now
+
+
+def bench_reporting(users: int, runs: int) -> int:
+    """The page and each Reporting panel over `populate_reporting(users)`."""
+    setup_django(f"overview-reporting-{users}.sqlite3")
+    now = populate_reporting(users)
+    import time_machine
+    from django.http import QueryDict
+    from django.urls import reverse
+
+    from collectors import overview
+    from collectors.models import LogMessage
+
+    with time_machine.travel(now, tick=False):
+        client = signed_in_client()
+        url = reverse("overview")
+        client.get(url)
+        print(f"{LogMessage.objects.count():,} Reporting messages, {users:,} users")
+        ok = report(
+            "Overview, last 30 days",
+            measure(client, url, runs),
+            max_queries=18,
+            max_ms=None,
+        )
+        view = overview.OverviewFilter.from_params(QueryDict(""), now=now)
+        view.reporting_types()
+        for name, ms in time_panels(view, max(3, runs // 2)):
+            print(f"  {name:<16} {ms:8.1f} ms")
+    return 0 if ok else 1
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--rebuild", action="store_true")
+    parser.add_argument("--reporting-users", type=int, default=0)
     args = parser.parse_args()
+    if args.reporting_users:
+        return bench_reporting(args.reporting_users, args.runs)
     if args.rebuild:
         for suffix in ("", "-wal", "-shm"):
             (BENCH_DIR / f"{DB_NAME}{suffix}").unlink(missing_ok=True)
