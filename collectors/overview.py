@@ -41,7 +41,8 @@ from collectors.search import (
 )
 
 DEFAULT_RANGE = "30d"
-REPORTING_TYPES = [t for t in records.MESSAGE_TYPES if t != "events"]
+EVENTS = "events"  # the data type of KnowBe4 user events (the seed's source)
+REPORTING_TYPES = [t for t in records.MESSAGE_TYPES if t != EVENTS]
 MAX_DAYS = 366
 TOP_USERS = 10
 # Event types drawn as their own colour in the stacked chart; the rest are
@@ -145,6 +146,15 @@ class OverviewFilter:
             qs = qs.filter(message_time__lte=self.until)
         return qs.order_by()
 
+    def events(self) -> QuerySet[LogMessage]:
+        """The user events in scope and window: the user-event panels count
+        these only, never the Reporting record versions stored beside them."""
+        return self.messages().filter(data_type=EVENTS)
+
+    def events_url(self, **extra) -> str:
+        """The Messages page listing the user events behind a figure."""
+        return self.messages_url(data_type=EVENTS, **extra)
+
     def reporting_types(self) -> frozenset[str]:
         """The Reporting data types with a version in range and scope: ONE
         query for the page (seeks in `msg_data_type_time`), so the Reporting
@@ -209,13 +219,13 @@ def local_input(moment: datetime | None) -> str:
 
 def totals(view: OverviewFilter) -> dict:
     """Headline figures of the window."""
-    return view.messages().totals()
+    return view.events().totals()
 
 
 def events_per_day(view: OverviewFilter) -> dict:
     """Messages per UTC day stacked by event type (the busiest types by name,
     the rest as "Other"), zero-filled over the window."""
-    rows = view.messages().per_day_by_type()
+    rows = view.events().per_day_by_type()
     by_type: dict[str, int] = {}
     for _, kind, n in rows:
         by_type[kind] = by_type.get(kind, 0) + n
@@ -233,7 +243,7 @@ def events_per_day(view: OverviewFilter) -> dict:
                 "name": name or "(no type)",
                 "key": name,
                 "total": sum(cells.get((d, name), 0) for d in days),
-                "url": view.messages_url(event_type=name) if name in named else "",
+                "url": view.events_url(event_type=name) if name in named else "",
             }
             for name in series
         ],
@@ -241,7 +251,7 @@ def events_per_day(view: OverviewFilter) -> dict:
             {
                 "day": d,
                 "counts": [cells.get((d, name), 0) for name in series],
-                "url": view.day_url(d),
+                "url": view.day_url(d, data_type=EVENTS),
             }
             for d in days
         ],
@@ -254,17 +264,17 @@ def risk_distribution(view: OverviewFilter) -> list[dict]:
         {
             "level": level,
             "count": n,
-            "url": view.messages_url(risk_level=level) if level is not None else "",
+            "url": view.events_url(risk_level=level) if level is not None else "",
         }
-        for level, n in view.messages().risk_distribution()
+        for level, n in view.events().risk_distribution()
     ]
 
 
 def top_users(view: OverviewFilter) -> list[dict]:
     """The ten users with the highest summed risk, linked to their messages."""
-    rows = view.messages().top_users_by_risk(TOP_USERS)
+    rows = view.events().top_users_by_risk(TOP_USERS)
     for row in rows:
-        row["url"] = view.messages_url(user_email=row["user_email"])
+        row["url"] = view.events_url(user_email=row["user_email"])
     return rows
 
 
@@ -272,9 +282,10 @@ def new_event_types(view: OverviewFilter) -> dict:
     """Event types first seen in the window (within the chosen scope)."""
     if not view.valid or view.since is None:
         return {"rows": [], "more": 0}
-    rows = view.messages().new_event_types(view.since, view.scope)
+    scope = view.scope & Q(data_type=EVENTS)
+    rows = view.events().new_event_types(view.since, scope)
     for row in rows:
-        row["url"] = view.messages_url(event_type=row["event_type"])
+        row["url"] = view.events_url(event_type=row["event_type"])
     return {"rows": rows[:MAX_NEW_TYPES], "more": max(0, len(rows) - MAX_NEW_TYPES)}
 
 

@@ -187,6 +187,25 @@ def view(**params) -> overview.OverviewFilter:
     return overview.OverviewFilter.from_params(params, now=NOW)
 
 
+def test_it_keeps_reporting_versions_out_of_the_user_event_panels(admin_client, data):
+    events = LogMessage.objects.filter(
+        data_type="events", message_time__gte=NOW - 30 * DAY
+    )
+    assert LogMessage.objects.exclude(data_type="events").exists()
+    v = view()
+    assert overview.totals(v)["messages"] == events.count() == 30
+    per_day = overview.events_per_day(v)
+    assert sum(sum(d["counts"]) for d in per_day["days"]) == 30
+    assert sum(r["count"] for r in overview.risk_distribution(v)) == 30
+    kinds = {r["event_type"] for r in overview.new_event_types(v)["rows"]}
+    assert kinds <= set(events.values_list("event_type", flat=True))
+    users = {r["user_email"] for r in overview.top_users(v)}
+    assert users <= set(events.values_list("user_email", flat=True))
+    # The headline figure's link lists exactly those events.
+    query = parse_qs(urlsplit(v.events_url()).query)
+    assert query["data_type"] == ["events"]
+
+
 def test_it_counts_each_phishing_test_from_its_latest_version(data):
     tests = overview.phishing(view())["tests"]
     expected = sorted(latest("phishing_test"), key=lambda r: r["started_at"])

@@ -28,6 +28,6 @@ def overview(request):
             "view": view,
             "any_messages": any_messages,
             "panels": panels,
-            "messages_url": view.messages_url() if view.valid else "",
+            "messages_url": view.events_url() if view.valid else "",
         },
     )
