@@ -2,10 +2,12 @@
 
 The Add/Edit Source form's button sends what the user typed (or, on an edit,
 nothing in the key field: the stored key, only to the Base URL it was entered
-for). One request, the same one a run uses to authenticate (one `/events`
-page of one item for the newest closed day), through the shared per-key
-limiter, so it counts against the key's 4 requests/s and daily quota like any
-other. The answer is said in words; nothing in it comes from the key.
+for). One request through the shared per-key limiter, so it counts against
+the key's limits like any other: on the KnowBe4 (User Event) form the one a
+run uses to authenticate (one `/events` item for the newest closed day), on
+the KMSAT Reporting form `GET /v1/account` through the Reporting client
+(`check_reporting`). The answer is said in words; nothing in it comes from
+the key.
 
 Tries are limited per user (`TRIES_PER_MINUTE`), counted in the database so
 that every web process sees the same count.
@@ -27,6 +29,7 @@ from collectors.knowbe4.client import (
     TooManyRequests,
     TransientError,
 )
+from collectors.knowbe4.reporting import ReportingClient
 from collectors.models import ConnectionTest
 
 TRIES_PER_MINUTE = 5
@@ -59,21 +62,50 @@ def allow_try(user) -> bool:
 
 
 def check(base_url: str, api_key: str) -> Outcome:
-    """One authenticated request with `api_key` to `base_url`, classified."""
+    """One authenticated User Event API request with `api_key` to `base_url`
+    (one `/events` item of the newest closed day), classified."""
     from collectors.days import last_collectable_day
 
+    def make(limiter) -> KnowBe4Client:
+        return KnowBe4Client(
+            base_url, api_key, throttle=limiter.acquire, after_request=limiter.release
+        )
+
+    def request(client: KnowBe4Client) -> None:
+        client.list_events(last_collectable_day(timezone.now()), 1, per_page=1)
+
+    return _checked(api_key, make, request, _refused)
+
+
+def check_reporting(base_url: str, api_key: str) -> Outcome:
+    """One KMSAT Reporting API request with `api_key` to `base_url`, through
+    the Reporting seam: `GET /v1/account`, one small object, the cheapest
+    request that needs a valid Reporting key."""
+
+    def make(limiter) -> ReportingClient:
+        return ReportingClient(
+            base_url, api_key, throttle=limiter.acquire, after_request=limiter.release
+        )
+
+    def request(client: ReportingClient) -> None:
+        client.get_object("/v1/account")
+
+    return _checked(api_key, make, request, _refused_reporting)
+
+
+def _checked(api_key: str, make, request, refused) -> Outcome:
+    """Run `request` on a client from `make(limiter)` (the key's shared
+    limiter, so the try counts against its limits) and put what happened in
+    words; a spent daily limit is remembered for the key as a run does."""
     key_hash = crypto.key_fingerprint(api_key)
     now = timezone.now()
     blocked = ratelimit.quota_blocked_until(key_hash)
     if blocked and blocked > now:
         return _quota(blocked)
-    limiter = ratelimit.limiter_for(key_hash)
-    client = KnowBe4Client(
-        base_url, api_key, throttle=limiter.acquire, after_request=limiter.release
-    )
+    client = make(ratelimit.limiter_for(key_hash))
     with client:
         try:
-            client.list_events(last_collectable_day(now), 1, per_page=1)
+            request(client)
         except QuotaExceeded as exc:
             until = (
                 now + timedelta(seconds=exc.retry_after)
@@ -83,7 +115,7 @@ def check(base_url: str, api_key: str) -> Outcome:
             ratelimit.mark_quota_exhausted(key_hash, until)
             return _quota(until)
         except ConfigError as exc:
-            return _refused(exc, client.host)
+            return refused(exc, client.host)
         except TooManyRequests:
             return Outcome(
                 "throttled",
@@ -114,6 +146,18 @@ def _refused(exc: ConfigError, host: str) -> Outcome:
             f"{host} refused the API key (HTTP {exc.status}). "
             "It may be wrong, reset, or a key for another region: check the Base "
             "URL too.",
+        )
+    return Outcome("failed", exc.message)
+
+
+def _refused_reporting(exc: ConfigError, host: str) -> Outcome:
+    if exc.status in (401, 403):
+        return Outcome(
+            "unauthorized",
+            f"{host} refused the Reporting API key (HTTP {exc.status}). It may be "
+            "wrong, reset, a User Event API key instead of the Reporting one, or a "
+            "key for another region (check the Region too); the KnowBe4 plan must "
+            "include the Reporting API.",
         )
     return Outcome("failed", exc.message)
 

@@ -432,8 +432,11 @@ class ConnectionTestForm(forms.Form):
 
     base_url_key = forms.ChoiceField(label="Base URL")
     api_key = forms.CharField(required=False, max_length=MAX_API_KEY_LENGTH)
+    # A stored key is tested only with the form of its own kind of source.
     source = forms.ModelChoiceField(
-        queryset=Source.objects.all(), required=False, widget=forms.HiddenInput
+        queryset=Source.objects.filter(kind="events"),
+        required=False,
+        widget=forms.HiddenInput,
     )
 
     def __init__(self, *args, **kwargs) -> None:
@@ -458,7 +461,7 @@ class ConnectionTestForm(forms.Form):
             if source.base_url_key != cleaned["base_url_key"]:
                 raise ValidationError(
                     "Enter the API key again: the stored key is only ever sent to "
-                    "the Base URL it was entered for.",
+                    f"the {self.fields['base_url_key'].label} it was entered for.",
                     code="key_required_for_new_base_url",
                 )
         return cleaned
@@ -468,6 +471,20 @@ class ConnectionTestForm(forms.Form):
         cleaned = self.cleaned_data
         key = cleaned["api_key"] or cleaned["source"].get_api_key()
         return baseurls.get(cleaned["base_url_key"]).url, key
+
+
+class ReportingConnectionTestForm(ConnectionTestForm):
+    """Test connection of the KMSAT Reporting form: a Region of the Reporting
+    form's list and the typed Reporting key, or on an edit a blank key (that
+    Reporting source's stored key, for its own Region only)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        region = self.fields["base_url_key"]
+        region.label = "Region"
+        region.choices = baseurls.reporting_choices()
+        region.error_messages["required"] = "Choose a Region first."
+        self.fields["source"].queryset = Source.objects.filter(kind="reporting")
 
 
 def add_to_schema(keys: list[str]) -> None:

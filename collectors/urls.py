@@ -32,6 +32,11 @@ urlpatterns: list = [
         sources.source_test_connection,
         name="source-test-connection",
     ),
+    path(
+        "sources/test-connection/reporting/",
+        sources.source_test_connection_reporting,
+        name="source-test-connection-reporting",
+    ),
     path("sources/<int:pk>/delete/", sources.source_delete, name="source-delete"),
     path("fields/", fields.fields, name="fields"),
     path("fields/add/", fields.field_add, name="field-add"),

@@ -1,5 +1,6 @@
 """A KnowBe4 KMSAT Reporting source added in headless Chromium through the
-tile and its form, collected from the sandbox, seen in Messages."""
+tile and its form (its Test connection pressed first), collected from the
+sandbox, seen in Messages."""
 
 from __future__ import annotations
 
@@ -27,7 +28,20 @@ def test_it_adds_a_reporting_source_and_shows_its_phishing_tests(
         page.fill("input[name=name]", "KMSAT Browser")
         page.fill("input[name=category]", "Security/KMSAT")
         page.select_option("select[name=base_url_key]", "x-sandbox-local")
+        # Test connection first with the User Event key, then the right one.
+        page.fill("input[name=api_key]", sb.api_key)
+        page.click("#test-connection")
+        refused = page.locator('#connection-result [data-outcome="unauthorized"]')
+        refused.wait_for()
+        assert "Reporting API key" in refused.inner_text()
         page.fill("input[name=api_key]", REPORTING_KEY)
+        page.click("#test-connection")
+        page.locator('#connection-result [data-outcome="authenticated"]').wait_for()
+        assert [(r.path, r.status) for r in sb.requests] == [
+            ("/v1/account", 401),
+            ("/v1/account", 200),
+        ]
+        assert not Source.objects.exists()  # testing saves nothing
         assert page.locator("input[name=data_types][value=phishing]").is_checked()
         page.check("input[name=data_types][value=users]")
         page.screenshot(

@@ -104,6 +104,7 @@ EXPECTED: dict[str, Expect] = {
     "source-restart": Expect(MANAGE, get=405, post=302, args=_pk("source")),
     "source-reprocess": Expect(MANAGE, get=405, post=302, args=_pk("source")),
     "source-test-connection": Expect(MANAGE, get=405, post=200),
+    "source-test-connection-reporting": Expect(MANAGE, get=405, post=200),
     "collector-health": Expect(VIEW, args=_pk("collector")),
     "collection-status": Expect(VIEW),
     "health-events": Expect(VIEW),

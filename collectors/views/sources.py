@@ -14,7 +14,12 @@ from django.views.decorators.http import (
 
 from collectors import connection, crypto, governor
 from collectors.choices import SourceState
-from collectors.forms import ConnectionTestForm, ReportingSourceForm, SourceForm
+from collectors.forms import (
+    ConnectionTestForm,
+    ReportingConnectionTestForm,
+    ReportingSourceForm,
+    SourceForm,
+)
 from collectors.models import HealthEvent, HostedCollector, Source
 from collectors.permissions import MANAGE, require
 from collectors.tasks import dispatch_soon
@@ -183,10 +188,27 @@ def source_delete(request, pk: int):
 @sensitive_post_parameters("api_key")
 @require_POST
 def source_test_connection(request):
-    """Test connection: one request with the form's Base URL and key, answered
-    with a result fragment (the form's script shows it in place; without
-    script, a small page with a way back)."""
-    form = ConnectionTestForm(request.POST)
+    """Test connection of the KnowBe4 (User Event) form: one request with the
+    form's Base URL and key, answered with a result fragment (the form's
+    script shows it in place; without script, a small page with a way back)."""
+    return _test_connection(request, ConnectionTestForm, connection.check)
+
+
+@require(MANAGE)
+@sensitive_post_parameters("api_key")
+@require_POST
+def source_test_connection_reporting(request):
+    """Test connection of the KMSAT Reporting form: the same, with its Region
+    and Reporting key against the Reporting API."""
+    return _test_connection(
+        request, ReportingConnectionTestForm, connection.check_reporting
+    )
+
+
+def _test_connection(request, form_class, check):
+    """Either Test connection (the views check the permission): the form's
+    first error, the per-user try limit, or `check`'s outcome, in words."""
+    form = form_class(request.POST)
     if not form.is_valid():
         errors = [e for field_errors in form.errors.values() for e in field_errors]
         outcome = connection.Outcome("invalid", errors[0])
@@ -194,7 +216,7 @@ def source_test_connection(request):
         outcome = connection.too_many_tries()
     else:
         try:
-            outcome = connection.check(*form.target())
+            outcome = check(*form.target())
         except crypto.KeyUnreadable:
             outcome = connection.Outcome(
                 "invalid",
