@@ -917,6 +917,12 @@ class QuarantinedEvent(models.Model):
     day = models.DateField()
     page = models.PositiveIntegerField()
     event_id = models.CharField(max_length=64, blank=True)
+    # "events" for a User Event (or a page of them); else the Reporting data
+    # type the record was read as, and the id of the record it only exists
+    # under (a group's member: the group), so Reprocess stores it as that
+    # type's version (`engine/versions.py`).
+    data_type = models.CharField(max_length=32, default="events", db_default="events")
+    parent = models.CharField(max_length=64, blank=True, default="", db_default="")
     reason_code = models.CharField(max_length=32)
     reason = models.CharField(max_length=500)
     raw = models.BinaryField()

@@ -57,6 +57,8 @@ def add(source: Source, day: date, page: int, rejected: list[events.Rejected]) -
                 day=day,
                 page=page,
                 event_id=_cut("event_id", item.event_id),
+                data_type=item.data_type,
+                parent=_cut("parent", item.parent),
                 reason_code=_cut("reason_code", item.code),
                 reason=_cut("reason", item.reason),
                 raw=item.raw,
@@ -102,19 +104,22 @@ def reprocess(source: Source, checker=None) -> tuple[int, int]:
 
     An event row is stored when the current rules accept it (an event already
     stored counts as stored); a whole page is split again, its good events
-    stored and its bad ones kept as event rows. One transaction: a failure
-    leaves the quarantine as it was.
+    stored and its bad ones kept as event rows. A Reporting record (a row
+    whose `data_type` is not "events") is stored as a version of its data
+    type by the snapshot reader's writer, exactly once by its identity. One
+    transaction: a failure leaves the quarantine as it was.
     """
-    from collectors.engine.store import MessageWriter
-
-    writer = MessageWriter(source, checker=checker)
+    writers = _Writers(source, checker)
     stored = 0
     with transaction.atomic():
         rows = list(
             QuarantinedEvent.objects.select_for_update().filter(source=source).pending()
         )
         for row in rows:
-            done, added = _retry(writer, row)
+            if row.data_type == "events":
+                done, added = _retry(writers.events, row)
+            else:
+                done, added = writers.versions.reprocess(row)
             stored += added
             if done:
                 row.reprocessed_at = timezone.now()
@@ -122,6 +127,32 @@ def reprocess(source: Source, checker=None) -> tuple[int, int]:
         left = update_warning(source)
     logger.info("source %s: reprocess stored %d, %d left", source.pk, stored, left)
     return stored, left
+
+
+class _Writers:
+    """The writer of each kind of quarantined row, made when first needed: a
+    User Event goes through the events writer, a Reporting record through the
+    snapshot reader's version writer (its data type, identity and time)."""
+
+    def __init__(self, source: Source, checker) -> None:
+        self.source, self.checker = source, checker
+        self._events = self._versions = None
+
+    @property
+    def events(self):
+        from collectors.engine.store import MessageWriter
+
+        if self._events is None:
+            self._events = MessageWriter(self.source, checker=self.checker)
+        return self._events
+
+    @property
+    def versions(self):
+        from collectors.engine.versions import VersionWriter
+
+        if self._versions is None:
+            self._versions = VersionWriter(self.source)
+        return self._versions
 
 
 def _retry(writer, row: QuarantinedEvent) -> tuple[bool, int]:

@@ -27,14 +27,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from django.db import connection, reset_queries, transaction
+from django.db import reset_queries, transaction
 from django.utils import timezone
 
 from collectors import lifecycle, quarantine
 from collectors.choices import SourceState
-from collectors.engine import store
+from collectors.engine import versions
 from collectors.engine.context import Abandon, Finish, RunContext
-from collectors.knowbe4 import events, records
+from collectors.knowbe4 import records
 from collectors.knowbe4.reporting import (
     NotFound,
     QuotaExceeded,
@@ -46,8 +46,6 @@ BURST_LIMIT = 50
 BURST_WINDOW = 60.0
 DAILY_BASE = 2000
 DAILY_WINDOW = 86_400.0
-INSERT_CHUNK = 200
-COLUMNS = (*store.COLUMNS, "data_type", "content_hash")
 
 
 def settings_of(source) -> dict:
@@ -155,7 +153,7 @@ class SnapshotReader:
                 found=[],
                 started=now.isoformat(),
             )
-        writer = store.MessageWriter(source)
+        writer = versions.VersionWriter(source)
         with ReportingClient(source.base_url.url, ctx.secret) as client:
             while state["i"] < len(state["tasks"]):
                 wait = self._wait(ctx, state, conf)
@@ -244,21 +242,10 @@ class SnapshotReader:
         one transaction (rolled back unless the lease is still ours)."""
         source = ctx.source
         received = timezone.now()
-        at = writer.adapt_time(received)
-        rows, rejected = [], []
-        for record in page_records:
-            try:
-                v = records.version(task["type"], record, parent=task["parent"])
-            except records.PoisonRecord as exc:
-                raw = store.RAW_JSON.encode(record).encode("utf-8", "surrogatepass")
-                rejected.append(events.Rejected(raw, "poison_record", str(exc)))
-                continue
-            rows.append(self._row(writer, v, received, at))
+        found, rejected = writer.split(task["type"], page_records, task["parent"])
+        rows = writer.rows(found, received, received)
         with transaction.atomic():
-            stored = sum(
-                _insert(rows[i : i + INSERT_CHUNK])
-                for i in range(0, len(rows), INSERT_CHUNK)
-            )
+            stored = writer.insert(rows)
             quarantine.add(source, received.date(), state.get("page", 1), rejected)
             if not lifecycle.commit_page(
                 source,
@@ -274,40 +261,3 @@ class SnapshotReader:
         reset_queries()
         ctx.result.pages += 1
         ctx.result.stored += stored
-
-    @staticmethod
-    def _row(writer, v: records.Version, received: datetime, at) -> tuple:
-        when = v.time if v.time is not None else received
-        return (
-            writer.source.pk,
-            v.record_id,
-            v.raw,
-            writer.adapt_time(when),
-            at,
-            *writer.metadata,
-            v.event_type[: writer.type_max],
-            None,
-            v.user_email[: writer.email_max],
-            v.data_type,
-            v.content_hash,
-        )
-
-
-def _insert(rows: list[tuple]) -> int:
-    """INSERT the versions, skipping those stored already (the unique
-    identity); return how many were new."""
-    if not rows:
-        return 0
-    quote = connection.ops.quote_name
-    table = quote(store.LogMessage._meta.db_table)
-    columns = ", ".join(quote(c) for c in COLUMNS)
-    one = "(" + ", ".join(["%s"] * len(COLUMNS)) + ")"
-    # Only quoted names and placeholders: the values go as parameters.
-    sql = (
-        f"INSERT INTO {table} ({columns}) VALUES "  # noqa: S608
-        + ", ".join([one] * len(rows))
-        + f" ON CONFLICT DO NOTHING RETURNING {quote('id')}"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [value for row in rows for value in row])
-        return len(cursor.fetchall())

@@ -41,6 +41,9 @@ class Rejected:
     code: str
     reason: str
     event_id: str = ""
+    # A Reporting record's data type and parent (see QuarantinedEvent).
+    data_type: str = "events"
+    parent: str = ""
 
 
 def parse_occurred(value: object) -> datetime:
