@@ -213,17 +213,20 @@ def _quota_overruns(now: datetime) -> dict[int, bool]:
     by_key: dict[str, bool] = {}
     result = {}
     sources = Source.objects.exclude(state=SourceState.STOPPING)
-    for pk, token in sources.values_list("pk", "api_key_encrypted"):
+    rows = sources.values_list("pk", "api_key_encrypted", "kind")
+    for pk, token, api in rows:
         if token not in by_key:
             try:
                 fingerprint = crypto.key_fingerprint(crypto.decrypt(token))
             except crypto.KeyUnreadable:
                 by_key[token] = False
                 continue
-            blocked = ratelimit.quota_blocked_until(fingerprint)
+            blocked = ratelimit.quota_blocked_until(fingerprint, api)
             spent = blocked is not None and blocked > now
-            used = ratelimit.requests_today(fingerprint)
-            by_key[token] = spent or quota_overrun(used, quota, now)
+            used = ratelimit.requests_today(fingerprint, api)
+            by_key[token] = spent or (
+                api == "events" and quota_overrun(used, quota, now)
+            )
         result[pk] = by_key[token]
     return result
 

@@ -310,8 +310,14 @@ class ConnectionTestAdmin(ReadOnlyAdmin):
 class ApiKeyUsageAdmin(ReadOnlyAdmin):
     """Only a fingerprint of each key is stored; never the key itself."""
 
-    list_display = ["__str__", "day", "requests_today", "quota_reset_at"]
-    list_filter = ["day"]
+    list_display = [
+        "__str__",
+        "used",
+        "window_opened_at",
+        "window_resets_at",
+        "quota_reset_at",
+    ]
+    list_filter = ["api"]
     search_fields = ["key_hash"]
 
 

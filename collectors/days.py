@@ -40,12 +40,16 @@ def collectable_at(day: date) -> datetime:
     return midnight_after(day) + settle_delay()
 
 
-def quota_resets_at(now: datetime) -> datetime:
-    """When the daily request quota used at `now` is given back.
+def quota_resets_at(opened: datetime, api: str = "events") -> datetime:
+    """When a daily quota window that opened at `opened` gives its requests
+    back: the one reset rule of both KnowBe4 APIs (`ledger.take` opens a
+    window with the first request after the previous one reset).
 
+    The Reporting API documents a rolling 24 hours from the first request.
     KnowBe4 does not document the User Event API's reset; UTC midnight is
-    what the seed assumes. The Reporting API documents a rolling 24 hours
-    from the first request: should that hold here too, this is the one line
-    to change.
+    what the seed assumes (should it be rolling too, this is the one line
+    to change).
     """
-    return midnight_after(utc_day(now))
+    if api == "reporting":
+        return opened + timedelta(days=1)
+    return midnight_after(utc_day(opened))

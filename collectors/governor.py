@@ -7,8 +7,10 @@ using the key shares it. The plan of the day:
 - the closed-day pass and its re-scans are reserved first (`reserve`);
 - today's polling spends only what is left and widens its interval before it
   would eat into the reserve (`poll_interval`);
-- while the budget is known, no request is sent past it (`may_send`), so a
-  source never causes a Limit Exceeded.
+- while the budget is known, no request is sent past it: the limiter takes
+  each request from the key's window in the ledger before it is sent
+  (`ledger.take`, one atomic UPDATE), so a source never causes a Limit
+  Exceeded, however many workers share the key.
 Projections come from the settings and the events per day stored recently:
 a page is 100 events, and a day costs at least one request.
 """
@@ -23,8 +25,8 @@ from django.conf import settings
 from django.db.models import Count
 from django.utils import timezone
 
-from collectors import crypto, days, ratelimit
-from collectors.models import ApiKeyUsage, LogMessage, Source
+from collectors import crypto, days, ledger
+from collectors.models import LogMessage, Source
 
 REQUESTS_PER_USER = 10
 PER_PAGE = 100
@@ -124,7 +126,11 @@ def siblings(source: Source) -> list[Source]:
     mine = _fingerprint(source)
     if mine is None or source.pk is None:
         return [source]
-    others = Source.objects.exclude(pk=source.pk).exclude(state="stopping")
+    others = (
+        Source.objects.filter(kind=source.kind)
+        .exclude(pk=source.pk)
+        .exclude(state="stopping")
+    )
     return [source, *(s for s in others if _fingerprint(s) == mine)]
 
 
@@ -154,20 +160,15 @@ def budget_of(sources: list[Source], key_hash: str | None) -> tuple[int | None, 
     if settings.KNOWBE4_DAILY_QUOTA:
         return settings.KNOWBE4_DAILY_QUOTA, False
     if key_hash:
-        learned = (
-            ApiKeyUsage.objects.filter(key_hash=key_hash)
-            .values_list("learned_budget", flat=True)
-            .first()
-        )
+        learned = ledger.learned_budget(ledger.EVENTS, key_hash)
         if learned:
             return learned, True
     return None, False
 
 
-def _reserve_today(source: Source, pages: int, now: datetime) -> int:
+def _reserve_today(source: Source, pages: int, now: datetime, resets: datetime) -> int:
     """The closed-day pass (if due before the reset) and the clock re-scans
     still to come before the quota resets."""
-    resets = days.quota_resets_at(now)
     need = 0
     last = days.last_collectable_day(now)
     if source.last_complete_day is None or source.last_complete_day < last:
@@ -188,11 +189,14 @@ def plan(source: Source, now: datetime | None = None) -> Plan:
     group = siblings(source)
     key_hash = _fingerprint(source)
     budget, learned = budget_of(group, key_hash)
-    used = ratelimit.requests_today(key_hash) if key_hash else 0
+    window = ledger.window(ledger.EVENTS, key_hash, now)
     rates = events_per_day([s.pk for s in group], now)
     costs = {s.pk: cost(s, rates[s.pk]) for s in group}
-    reserve = sum(_reserve_today(s, costs[s.pk].pages_per_day, now) for s in group)
-    return Plan(budget, learned, used, days.quota_resets_at(now), costs, reserve)
+    reserve = sum(
+        _reserve_today(s, costs[s.pk].pages_per_day, now, window.resets_at)
+        for s in group
+    )
+    return Plan(budget, learned, window.used, window.resets_at, costs, reserve)
 
 
 def figures(source: Source) -> dict:
@@ -216,21 +220,6 @@ def poll_interval(source: Source, key_plan: Plan, now: datetime) -> timedelta | 
         return None
     until_reset = key_plan.resets_at - now
     return max(wanted, until_reset / share)
-
-
-def may_send(key_hash: str, budget: int | None) -> bool:
-    """Whether one more request stays within a known budget."""
-    return budget is None or ratelimit.requests_today(key_hash) < budget
-
-
-def learn(key_hash: str) -> None:
-    """A Limit Exceeded: the requests made today are the key's budget."""
-    # The request that got Limit Exceeded was counted too: one past the budget.
-    used = ratelimit.requests_today(key_hash) - 1
-    if used > 0:
-        ApiKeyUsage.objects.update_or_create(
-            key_hash=key_hash, defaults={"learned_budget": used}
-        )
 
 
 def advice(source: Source, key_plan: Plan) -> str:

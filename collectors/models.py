@@ -852,24 +852,41 @@ class LogMessage(models.Model):
 
 
 class ApiKeyUsage(models.Model):
-    """Request accounting per API key, shared by every worker and host.
+    """Request accounting per API key and API, shared by every worker and host.
 
-    `key_hash` is `crypto.key_fingerprint(key)`, never the key. `recent` holds the
-    times of the last requests (the 4-per-second limiter), `requests_today` the
-    requests made on `day` (UTC) against the daily quota, and `quota_reset_at`
-    when a `Limit Exceeded` answer says collection may resume.
+    `key_hash` is `crypto.key_fingerprint(key)`, never the key; `api` says
+    which KnowBe4 API the key is for (a User Event key and a Reporting key are
+    different keys with different limits, so their rows never mix). `recent`
+    holds the times of the last requests (the per-second and burst limiter),
+    `used` the requests made in the current quota window, which opened at
+    `window_opened_at` and gives them back at `window_resets_at`
+    (`days.quota_resets_at`), and `quota_reset_at` when a `Limit Exceeded`
+    answer says collection may resume. `ledger.take` counts a request.
     """
 
-    key_hash = models.CharField(max_length=64, unique=True)
+    class Api(models.TextChoices):
+        EVENTS = "events", "User Event API"
+        REPORTING = "reporting", "Reporting API"
+
+    api = models.CharField(max_length=16, choices=Api.choices, default=Api.EVENTS)
+    key_hash = models.CharField(max_length=64)
     recent = models.JSONField(default=list, blank=True)
-    day = models.DateField(null=True, blank=True)
-    requests_today = models.PositiveIntegerField(default=0)
+    used = models.PositiveIntegerField(default=0)
+    window_opened_at = models.DateTimeField(null=True, blank=True)
+    window_resets_at = models.DateTimeField(null=True, blank=True)
     quota_reset_at = models.DateTimeField(null=True, blank=True)
     # The daily budget KnowBe4 showed: requests made when Limit Exceeded came.
     learned_budget = models.PositiveIntegerField(null=True, blank=True)
 
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["api", "key_hash"], name="apikeyusage_one_row_per_key"
+            )
+        ]
+
     def __str__(self) -> str:
-        return self.key_hash[:8]
+        return f"{self.api} {self.key_hash[:8]}"
 
 
 class UserPreference(models.Model):

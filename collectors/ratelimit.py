@@ -1,27 +1,32 @@
-"""The per-API-key request limiter and daily quota accounting.
+"""The per-API-key request limiter, in front of the daily quota ledger.
 
-KnowBe4 allows four requests per second per key and a daily quota. Several
-sources can share one key and run in different processes on different hosts,
-so the limiter's state lives where all of them see it: the database
-(`ApiKeyUsage`, one short transaction per decision) or Redis when
-`settings.REDIS_URL` is set.
+KnowBe4 allows four requests per second per key (the Reporting API also a
+burst of 50 per minute) and a daily quota. Several sources can share one key
+and run in different processes on different hosts, so the limiter's state
+lives where all of them see it: the database (`ApiKeyUsage`, one short
+transaction per decision) or Redis when `settings.REDIS_URL` is set. Once a
+request may go, `Limiter.acquire` takes it from the key's daily budget
+(`ledger.take`, always in the database) before it is sent, so a request
+that then fails is counted too, as KnowBe4 counts it.
 
 Why the schedule is safe against any server-side sliding window: we keep the
-last four requests per key. A request's time is its *grant* time while it is
-in flight (and counts as "now" until it completes, since its response may
-still be on its way), and its *completion* time once `release()` ran. A new
-request may start at `max(now, 4th most recent time + 1 s)`. The fifth request
-therefore leaves at least one second after the first one's response arrived,
-so whatever the network delays, the server cannot see five arrivals within one
-second. An entry never released (its process was killed) counts as finished
-`INFLIGHT_TIMEOUT` after its grant: longer than the client's timeouts.
+last four requests per key (fifty on the Reporting API, for its burst limit).
+A request's time is its *grant* time while it is in flight (and counts as
+"now" until it completes, since its response may still be on its way), and
+its *completion* time once `release()` ran. A new request may start at
+`max(now, 4th most recent time + 1 s)` (and 50th most recent + 60 s). The
+fifth request therefore leaves at least one second after the first one's
+response arrived, so whatever the network delays, the server cannot see five
+arrivals within one second. An entry never released (its process was killed)
+counts as finished `INFLIGHT_TIMEOUT` after its grant: longer than the
+client's timeouts.
 
 Sleeping always happens outside any transaction or lock.
 
 Usage (the engine wires these into `KnowBe4Client(throttle=..., after_request=...)`):
 
-    lim = limiter_for(key_fingerprint(api_key))
-    lim.acquire()   # blocks until a request may go
+    lim = limiter_for(key_fingerprint(api_key), api, budget=...)
+    lim.acquire()   # blocks until a request may go; BudgetSpent if it may not
     ...             # the request
     lim.release()   # after the response, success or failure
 """
@@ -33,14 +38,23 @@ import os
 import threading
 import time
 import uuid
-from datetime import UTC, date, datetime
+from datetime import datetime
 from functools import cache
 
 from django.conf import settings
 from django.db import connection, transaction
 
+from collectors import ledger
+
 LIMIT = 4  # requests ...
 WINDOW = 1.0  # ... per this many seconds, per key
+BURST_LIMIT = 50  # Reporting API: requests ...
+BURST_WINDOW = 60.0  # ... per this many seconds, per key
+# The limits of each API: (requests, per seconds).
+LIMITS = {
+    ledger.EVENTS: ((LIMIT, WINDOW),),
+    ledger.REPORTING: ((LIMIT, WINDOW), (BURST_LIMIT, BURST_WINDOW)),
+}
 # A hair over the window so that a boundary-inclusive server count is safe too.
 MARGIN = 0.002
 # An unreleased request counts as finished this long after its grant; the
@@ -62,26 +76,45 @@ def _effective(entry: list, now: float, stale: float) -> float:
     return min(max(at, now), at + stale)
 
 
-def _prune(entries: list, now: float, stale: float) -> list:
-    """Keep only the LIMIT most recent requests: older ones can never matter."""
+Limits = tuple[tuple[int, float], ...]
+ONE_PER_SECOND: Limits = LIMITS[ledger.EVENTS]
+
+
+def _prune(entries: list, now: float, stale: float, keep: int = LIMIT) -> list:
+    """Keep only the `keep` most recent requests: older ones can never matter."""
     ordered = sorted(entries, key=lambda e: _effective(e, now, stale), reverse=True)
-    return ordered[:LIMIT]
+    return ordered[:keep]
 
 
-def next_slot(entries: list, now: float, stale: float = INFLIGHT_TIMEOUT) -> float:
-    """The earliest time a new request may start, given the recorded ones."""
+def next_slot(
+    entries: list,
+    now: float,
+    stale: float = INFLIGHT_TIMEOUT,
+    limits: Limits = ONE_PER_SECOND,
+) -> float:
+    """The earliest time a new request may start, given the recorded ones:
+    for each limit of N requests per W seconds, W after the Nth most recent."""
     times = sorted((_effective(e, now, stale) for e in entries), reverse=True)
-    if len(times) < LIMIT:
-        return now
-    return max(now, times[LIMIT - 1] + WINDOW + MARGIN)
+    slot = now
+    for count, window in limits:
+        if len(times) >= count:
+            slot = max(slot, times[count - 1] + window + MARGIN)
+    return slot
 
 
-def grant(entries: list, now: float, token: str, stale: float) -> tuple[float, list]:
+def grant(
+    entries: list,
+    now: float,
+    token: str,
+    stale: float,
+    limits: Limits = ONE_PER_SECOND,
+) -> tuple[float, list]:
     """Try to start a request at `now`: (0, new entries) or (seconds to wait, old)."""
-    wait = next_slot(entries, now, stale) - now
+    wait = next_slot(entries, now, stale, limits) - now
     if wait > 0:
         return wait, entries
-    return 0.0, _prune([*entries, [now, token, False]], now, stale)
+    keep = max(count for count, _window in limits)
+    return 0.0, _prune([*entries, [now, token, False]], now, stale, keep)
 
 
 def complete(entries: list, now: float, token: str) -> list:
@@ -94,10 +127,6 @@ def complete(entries: list, now: float, token: str) -> list:
         [max(at, now), tok, True] if tok == token and not done else [at, tok, done]
         for at, tok, done in entries
     ]
-
-
-def _utc_day(ts: float) -> date:
-    return datetime.fromtimestamp(ts, UTC).date()
 
 
 # --- backends ----------------------------------------------------------------
@@ -123,7 +152,7 @@ class DatabaseBackend:
             with connection.cursor() as cursor:
                 cursor.execute("SET LOCAL synchronous_commit TO OFF")
 
-    def _row(self, key_hash: str):
+    def _row(self, key_hash: str, api: str):
         """The key's row, locked; created on first use (one query once it exists).
 
         get_or_create creates in a savepoint and re-reads on a unique-key race,
@@ -132,56 +161,33 @@ class DatabaseBackend:
         from collectors.models import ApiKeyUsage
 
         row, _created = ApiKeyUsage.objects.select_for_update().get_or_create(
-            key_hash=key_hash
+            api=api, key_hash=key_hash
         )
         return row
 
-    def try_acquire(self, key_hash: str, token: str, stale: float) -> float:
+    def try_acquire(
+        self, key_hash: str, token: str, stale: float, api: str = ledger.EVENTS
+    ) -> float:
         with transaction.atomic():
             self._no_fsync()
-            row = self._row(key_hash)
+            row = self._row(key_hash, api)
             now = time.time()
-            wait, entries = grant(row.recent or [], now, token, stale)
+            wait, entries = grant(row.recent or [], now, token, stale, LIMITS[api])
             if wait > 0:
                 return wait
-            today = _utc_day(now)
-            if row.day != today:
-                row.day, row.requests_today = today, 0
             row.recent = entries
-            row.requests_today += 1
-            row.save(update_fields=["recent", "day", "requests_today"])
+            row.save(update_fields=["recent"])
         return 0.0
 
-    def release(self, key_hash: str, token: str, ago: float = 0.0) -> None:
+    def release(
+        self, key_hash: str, token: str, ago: float = 0.0, api: str = ledger.EVENTS
+    ) -> None:
         """Record the request as finished `ago` seconds before now."""
         with transaction.atomic():
             self._no_fsync()
-            row = self._row(key_hash)
+            row = self._row(key_hash, api)
             row.recent = complete(row.recent or [], time.time() - ago, token)
             row.save(update_fields=["recent"])
-
-    def requests_today(self, key_hash: str) -> int:
-        from collectors.models import ApiKeyUsage
-
-        row = ApiKeyUsage.objects.filter(key_hash=key_hash).first()
-        if row is None or row.day != _utc_day(time.time()):
-            return 0
-        return row.requests_today
-
-    def quota_blocked_until(self, key_hash: str) -> datetime | None:
-        from collectors.models import ApiKeyUsage
-
-        row = ApiKeyUsage.objects.filter(key_hash=key_hash).first()
-        until = row.quota_reset_at if row else None
-        if until is None or until.timestamp() <= time.time():
-            return None
-        return until
-
-    def mark_quota_exhausted(self, key_hash: str, until: datetime) -> None:
-        from collectors.models import ApiKeyUsage
-
-        ApiKeyUsage.objects.get_or_create(key_hash=key_hash)
-        ApiKeyUsage.objects.filter(key_hash=key_hash).update(quota_reset_at=until)
 
 
 class RedisBackend:
@@ -194,23 +200,24 @@ class RedisBackend:
         self.client = client
         self.prefix = prefix
 
-    def _key(self, key_hash: str, part: str) -> str:
-        return f"{self.prefix}{key_hash}:{part}"
+    def _key(self, key_hash: str, part: str, api: str = ledger.EVENTS) -> str:
+        scope = key_hash if api == ledger.EVENTS else f"{api}:{key_hash}"
+        return f"{self.prefix}{scope}:{part}"
 
     @staticmethod
     def _now(conn) -> float:
         seconds, micros = conn.time()
         return seconds + micros / 1_000_000
 
-    def _update(self, key_hash: str, change, *, counts: bool) -> float:
+    def _update(self, key_hash: str, change, api: str) -> float:
         """Run `change(entries, now) -> (wait, entries|None)` atomically.
 
-        `entries` None means "nothing to write". A write with `counts` also
-        adds one to the day's request counter in the same transaction.
+        `entries` None means "nothing to write".
         """
         import redis
 
-        key = self._key(key_hash, "recent")
+        key = self._key(key_hash, "recent", api)
+        expiry = int(max(INFLIGHT_TIMEOUT, BURST_WINDOW)) * 3
         with self.client.pipeline() as pipe:
             while True:
                 try:
@@ -222,48 +229,30 @@ class RedisBackend:
                         pipe.unwatch()
                         return wait
                     pipe.multi()
-                    pipe.set(key, json.dumps(entries), ex=int(INFLIGHT_TIMEOUT) * 3)
-                    if counts:
-                        day_key = self._key(key_hash, f"day:{_utc_day(now)}")
-                        pipe.incr(day_key)
-                        pipe.expire(day_key, 3 * 86400)
+                    pipe.set(key, json.dumps(entries), ex=expiry)
                     pipe.execute()
                     return wait
                 except redis.WatchError:
                     continue
 
-    def try_acquire(self, key_hash: str, token: str, stale: float) -> float:
+    def try_acquire(
+        self, key_hash: str, token: str, stale: float, api: str = ledger.EVENTS
+    ) -> float:
         def granting(entries, now):
-            wait, new = grant(entries, now, token, stale)
+            wait, new = grant(entries, now, token, stale, LIMITS[api])
             return (wait, None) if wait > 0 else (0.0, new)
 
-        return self._update(key_hash, granting, counts=True)
+        return self._update(key_hash, granting, api)
 
-    def release(self, key_hash: str, token: str, ago: float = 0.0) -> None:
+    def release(
+        self, key_hash: str, token: str, ago: float = 0.0, api: str = ledger.EVENTS
+    ) -> None:
         """Record the request as finished `ago` seconds before now."""
 
         def completing(entries, now):
             return 0.0, complete(entries, now - ago, token)
 
-        self._update(key_hash, completing, counts=False)
-
-    def requests_today(self, key_hash: str) -> int:
-        day = _utc_day(self._now(self.client))
-        return int(self.client.get(self._key(key_hash, f"day:{day}")) or 0)
-
-    def quota_blocked_until(self, key_hash: str) -> datetime | None:
-        raw = self.client.get(self._key(key_hash, "quota"))
-        if raw is None:
-            return None
-        until = float(raw)
-        if until <= self._now(self.client):
-            return None
-        return datetime.fromtimestamp(until, UTC)
-
-    def mark_quota_exhausted(self, key_hash: str, until: datetime) -> None:
-        key = self._key(key_hash, "quota")
-        self.client.set(key, repr(until.timestamp()))
-        self.client.expireat(key, int(until.timestamp()) + 60)
+        self._update(key_hash, completing, api)
 
 
 @cache
@@ -305,16 +294,43 @@ def rate_limit_enabled() -> bool:
 # --- the limiter -------------------------------------------------------------
 
 
+class BudgetSpent(Exception):
+    """The key's known daily budget is used up: wait for the reset rather
+    than cause a Limit Exceeded (nothing was sent or counted)."""
+
+
+class WaitLonger(Exception):
+    """The next slot is further off than the caller will sleep (the burst
+    limit): come back at `at` (a `time.time()` value)."""
+
+    def __init__(self, at: float) -> None:
+        super().__init__("wait for the limiter")
+        self.at = at
+
+
 class Limiter:
     """Acquire/release around each request of one API key.
 
-    Safe to share between threads: each thread's in-flight tokens are its own.
+    `api` chooses the limits (the Reporting API adds the burst limit) and
+    the ledger row; `budget` is the key's daily budget (None: unknown, every
+    request is counted but none refused). Safe to share between threads:
+    each thread's in-flight tokens are its own.
     """
 
-    def __init__(self, key_hash: str, backend=None, *, stale: float | None = None):
+    def __init__(
+        self,
+        key_hash: str,
+        backend=None,
+        *,
+        stale: float | None = None,
+        api: str = ledger.EVENTS,
+        budget: int | None = None,
+    ):
         self.key_hash = key_hash
         self.backend = backend or default_backend()
         self.stale = INFLIGHT_TIMEOUT if stale is None else stale
+        self.api = api
+        self.budget = budget
         self._local = threading.local()
 
     def _tokens(self) -> list[str]:
@@ -322,15 +338,25 @@ class Limiter:
             self._local.tokens = []
         return self._local.tokens
 
-    def acquire(self) -> None:
-        """Block until a request may be sent; record it as in flight."""
+    def acquire(self, longest: float | None = None) -> None:
+        """Block until a request may be sent; record it as in flight and take
+        it from the key's daily budget. BudgetSpent when the budget is used up;
+        WaitLonger when the wait would pass `longest` seconds."""
         token = uuid.uuid4().hex[:12]
         while True:
-            wait = self.backend.try_acquire(self.key_hash, token, self.stale)
+            wait = self.backend.try_acquire(
+                self.key_hash, token, self.stale, api=self.api
+            )
             if wait <= 0:
-                self._tokens().append(token)
-                return
+                break
+            if longest is not None and wait > longest:
+                raise WaitLonger(time.time() + wait)
             time.sleep(min(wait, MAX_SLEEP))
+        if not ledger.take(self.api, self.key_hash, self.budget):
+            # Not sent: the slot is given back as a request that finished now.
+            self.backend.release(self.key_hash, token, api=self.api)
+            raise BudgetSpent
+        self._tokens().append(token)
 
     def release(self, finished_at: float | None = None) -> None:
         """Record that the oldest in-flight request of this thread completed.
@@ -344,39 +370,48 @@ class Limiter:
         if not tokens:
             return
         ago = 0.0 if finished_at is None else max(0.0, time.monotonic() - finished_at)
-        self.backend.release(self.key_hash, tokens.pop(0), ago)
+        self.backend.release(self.key_hash, tokens.pop(0), ago, api=self.api)
 
 
 class NullLimiter:
-    """No limits at all: for benchmarks with the sandbox's limits off."""
+    """No per-second or burst limit: for benchmarks with the sandbox's limits
+    off. Requests are still taken from the key's daily budget (and counted)."""
 
-    def __init__(self, key_hash: str) -> None:
-        self.key_hash = key_hash
+    def __init__(
+        self, key_hash: str, *, api: str = ledger.EVENTS, budget: int | None = None
+    ) -> None:
+        self.key_hash, self.api, self.budget = key_hash, api, budget
 
-    def acquire(self) -> None:
-        """Send at once."""
+    def acquire(self, longest: float | None = None) -> None:
+        """Send at once, if the budget allows."""
+        if not ledger.take(self.api, self.key_hash, self.budget):
+            raise BudgetSpent
 
     def release(self, finished_at: float | None = None) -> None:
         """Nothing to record."""
 
 
-def limiter_for(key_hash: str) -> Limiter | NullLimiter:
-    """The limiter of one API key (by `crypto.key_fingerprint`)."""
+def limiter_for(
+    key_hash: str, api: str = ledger.EVENTS, budget: int | None = None
+) -> Limiter | NullLimiter:
+    """The limiter of one API key (by `crypto.key_fingerprint`) of one API."""
     if not rate_limit_enabled():
-        return NullLimiter(key_hash)
-    return Limiter(key_hash)
+        return NullLimiter(key_hash, api=api, budget=budget)
+    return Limiter(key_hash, api=api, budget=budget)
 
 
-def quota_blocked_until(key_hash: str) -> datetime | None:
+def quota_blocked_until(key_hash: str, api: str = ledger.EVENTS) -> datetime | None:
     """When a spent daily quota lets requests go again, or None if it is not spent."""
-    return default_backend().quota_blocked_until(key_hash)
+    return ledger.blocked_until(api, key_hash)
 
 
-def mark_quota_exhausted(key_hash: str, until: datetime) -> None:
+def mark_quota_exhausted(
+    key_hash: str, until: datetime, api: str = ledger.EVENTS
+) -> None:
     """Record a `Limit Exceeded` answer: no request for this key before `until`."""
-    default_backend().mark_quota_exhausted(key_hash, until)
+    ledger.block(api, key_hash, until)
 
 
-def requests_today(key_hash: str) -> int:
-    """Requests made with this key on the current UTC day (every process)."""
-    return default_backend().requests_today(key_hash)
+def requests_today(key_hash: str, api: str = ledger.EVENTS) -> int:
+    """Requests made with this key in its current daily window (every process)."""
+    return ledger.used(api, key_hash)

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from collectors import crypto, engine, governor, lifecycle
+from collectors import crypto, engine, governor, ledger, lifecycle
 from collectors.choices import HealthEventName, Severity
 from collectors.models import ApiKeyUsage, HealthEvent
 from tests import engine_support as es
@@ -18,6 +18,20 @@ from tests.sandbox_support import running_sandbox
 
 clock = es.clock
 MIDNIGHT = datetime.combine(es.TODAY + timedelta(days=1), datetime.min.time(), UTC)
+
+
+def used_today(key: str, used: int) -> ApiKeyUsage:
+    """The key's ledger row with `used` requests in today's window."""
+    row, _ = ApiKeyUsage.objects.update_or_create(
+        api="events",
+        key_hash=key,
+        defaults={
+            "used": used,
+            "window_opened_at": MIDNIGHT - timedelta(days=1),
+            "window_resets_at": MIDNIGHT,
+        },
+    )
+    return row
 
 
 @pytest.fixture(autouse=True)
@@ -58,8 +72,8 @@ def test_it_plans_a_day_without_a_budget(clock, collector):
 def test_it_learns_the_budget_from_a_limit_exceeded(clock, collector):
     source = make_source(collector)
     key = crypto.key_fingerprint(source.get_api_key())
-    ApiKeyUsage.objects.create(key_hash=key, day=es.TODAY, requests_today=31)
-    governor.learn(key)
+    used_today(key, 31)
+    ledger.learn("events", key)
     plan = governor.plan(source)
     assert plan.budget == 30 and plan.learned and plan.left == 0
 
@@ -76,7 +90,7 @@ def test_it_shares_one_budget_among_the_sources_of_a_key(clock, collector):
     )
     other = make_source(collector, "C", api_key="kb4-other-key-0123456789")
     key = crypto.key_fingerprint("kb4-shared-key-0123456789")
-    ApiKeyUsage.objects.create(key_hash=key, day=es.TODAY, requests_today=7)
+    used_today(key, 7)
 
     plan_a, plan_b = governor.plan(a), governor.plan(b)
     assert plan_a.budget == plan_b.budget == 30
@@ -98,11 +112,9 @@ def test_it_widens_todays_polling_as_the_budget_runs_low(clock, collector):
         collector, licensed_users=10, collect_today=True, today_poll_minutes=5
     )
     key = crypto.key_fingerprint(source.get_api_key())
-    usage = ApiKeyUsage.objects.create(key_hash=key, day=es.TODAY, requests_today=0)
     intervals = []
     for used in (0, 60, 90, 96, 97):
-        usage.requests_today = used
-        usage.save()
+        used_today(key, used)
         plan = governor.plan(source)
         intervals.append(governor.poll_interval(source, plan, es.NOON))
     # 12 h to the reset; 100 - reserve (3) - used left for the polls.

@@ -1,5 +1,6 @@
-"""The shared per-key limiter: 4 requests per second across threads, processes
-and hosts, the daily request counter and the quota block, on both backends."""
+"""The shared per-key limiter: 4 requests per second (and the Reporting API's
+50 per minute) across threads, processes and hosts, on both backends; every
+request it lets go counted in the key's daily window, and the quota block."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import pytest
 import time_machine
 
 from collectors import ratelimit
+from collectors.models import ApiKeyUsage
 from collectors.ratelimit import (
     DatabaseBackend,
     Limiter,
@@ -181,7 +183,7 @@ def test_it_limits_threads_sharing_a_key(backend_spec):
         t.join(30)
     assert len(results) == 12
     assert_never_five_in_a_second(results)
-    assert backend.requests_today("k-threads") == 12
+    assert requests_today("k-threads") == 12
 
 
 PROC_SCRIPT = """
@@ -223,7 +225,7 @@ def test_it_limits_processes_sharing_a_key(backend_spec):
         subprocess.Popen(
             [sys.executable, "-c", PROC_SCRIPT, *args],
             cwd=ROOT,
-            env=db_env() if kind == "db" else dict(os.environ),
+            env=db_env(),  # the daily count is in the database either way
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -237,7 +239,7 @@ def test_it_limits_processes_sharing_a_key(backend_spec):
         results.extend(tuple(x) for x in json.loads(out.strip().splitlines()[-1]))
     assert len(results) == 12
     assert_never_five_in_a_second(results)
-    assert backend.requests_today("k-procs") == 12
+    assert requests_today("k-procs") == 12
 
 
 def test_it_keeps_keys_apart(backend_spec):
@@ -246,8 +248,50 @@ def test_it_keeps_keys_apart(backend_spec):
         assert backend.try_acquire("key-a", f"a{n}", 40.0) == 0
     assert backend.try_acquire("key-a", "a4", 40.0) > 0
     assert backend.try_acquire("key-b", "b0", 40.0) == 0
-    assert backend.requests_today("key-a") == 4
-    assert backend.requests_today("key-b") == 1
+    # The same fingerprint on the other API is another key: its own limits.
+    assert backend.try_acquire("key-a", "r0", 40.0, api="reporting") == 0
+
+
+def test_it_keeps_the_reporting_burst_of_fifty_a_minute():
+    entries, now = [], 1000.0
+    limits = ratelimit.LIMITS["reporting"]
+    starts = []
+    while len(starts) < 120:
+        wait, new = ratelimit.grant(entries, now, f"t{len(starts)}", 40.0, limits)
+        if wait:
+            now += wait
+            continue
+        starts.append(now)
+        entries = ratelimit.complete(new, now + 0.05, f"t{len(starts) - 1}")
+        now += 0.05
+    assert len(entries) == 50
+    for i, start in enumerate(starts):
+        assert sum(1 for s in starts[: i + 1] if s > start - 60.0) <= 50
+        assert sum(1 for s in starts[: i + 1] if s > start - 1.0) <= 4
+    # Fifty went in the first 12.5 s or so; the 51st waited for the minute.
+    assert starts[50] - starts[0] > 60.0
+
+
+def test_it_takes_each_request_from_the_budget_before_it_goes(db, settings):
+    settings.REDIS_URL = ""
+    lim = Limiter("key-budget", DatabaseBackend(), budget=2)
+    lim.acquire()
+    lim.acquire()
+    with pytest.raises(ratelimit.BudgetSpent):
+        lim.acquire()
+    assert requests_today("key-budget") == 2
+    # The refused one gave its slot back: no request is left in flight.
+    row = ApiKeyUsage.objects.get(api="events", key_hash="key-budget")
+    assert [done for _at, _tok, done in row.recent] == [False, False, True]
+
+
+def test_it_counts_requests_of_the_null_limiter_too(db, settings):
+    settings.KNOWBE4_RATE_LIMIT = False
+    lim = limiter_for("key-null", budget=1)
+    lim.acquire()
+    with pytest.raises(ratelimit.BudgetSpent):
+        lim.acquire()
+    assert requests_today("key-null") == 1
 
 
 class FakeClock:
@@ -305,15 +349,15 @@ def test_it_never_records_a_completion_before_the_grant(backend_spec, fake_clock
     assert wait == pytest.approx(0.8 + ratelimit.MARGIN, abs=1e-6)
 
 
-def test_it_blocks_a_spent_quota_until_the_given_time(backend_spec):
-    backend = make_backend(backend_spec)
-    assert backend.quota_blocked_until("key-q") is None
+def test_it_blocks_a_spent_quota_until_the_given_time(db):
+    assert quota_blocked_until("key-q") is None
     until = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=3)
-    backend.mark_quota_exhausted("key-q", until)
-    assert backend.quota_blocked_until("key-q") == until
-    assert backend.quota_blocked_until("key-other") is None
-    backend.mark_quota_exhausted("key-q", datetime.now(UTC) - timedelta(seconds=1))
-    assert backend.quota_blocked_until("key-q") is None
+    mark_quota_exhausted("key-q", until)
+    assert quota_blocked_until("key-q") == until
+    assert quota_blocked_until("key-other") is None
+    assert quota_blocked_until("key-q", "reporting") is None  # another API
+    mark_quota_exhausted("key-q", datetime.now(UTC) - timedelta(seconds=1))
+    assert quota_blocked_until("key-q") is None
 
 
 def test_it_lifts_the_quota_block_when_its_time_passes(db, settings):
@@ -343,7 +387,7 @@ def test_it_counts_requests_per_utc_day(db, settings):
     assert requests_today("key-never-used") == 0
 
 
-def test_it_uses_redis_when_redis_url_is_set(settings):
+def test_it_uses_redis_when_redis_url_is_set(db, settings):
     url = redis_url()
     if url is None:
         pytest.skip("no Redis on REDIS_URL or 127.0.0.1:6379")
@@ -354,7 +398,7 @@ def test_it_uses_redis_when_redis_url_is_set(settings):
     assert isinstance(lim.backend, RedisBackend)
     lim.acquire()
     lim.release()
-    assert requests_today("key-r") == 1
+    assert requests_today("key-r") == 1  # counted in the database ledger
 
 
 def test_it_can_be_switched_off_for_benchmarks(settings):

@@ -200,7 +200,7 @@ class Paced:
 def limited(frozen, settings):
     """A sandbox with all three Reporting limits on, and a paced limiter."""
     with (
-        mock.patch("collectors.ratelimit.limiter_for", lambda _: Paced(frozen)),
+        mock.patch("collectors.ratelimit.limiter_for", lambda *_a, **_k: Paced(frozen)),
         running_sandbox(
             reporting={"origin": NOW.timestamp(), "daily_limit": 2005}
         ) as s,

@@ -13,6 +13,16 @@ from datetime import datetime
 
 from collectors.knowbe4.client import scrub
 from collectors.models import Source
+from collectors.ratelimit import BudgetSpent
+
+__all__ = [
+    "Abandon",
+    "BudgetSpent",
+    "Finish",
+    "QuotaBlocked",
+    "RunContext",
+    "RunResult",
+]
 
 
 @dataclass
@@ -45,6 +55,7 @@ class RunContext:
     source: Source | None = None
     secret: str = field(default="", repr=False)
     key_hash: str = ""
+    api: str = "events"  # which KnowBe4 API the key is for (the source's kind)
     limiter: object = None
     budget: int | None = None  # the key's daily budget, when known
     dropped_counts: dict[str, int] = field(default_factory=dict)
@@ -71,11 +82,6 @@ class Finish:
 
 class Abandon(Exception):
     """A page could not be committed: lease lost, source stopping or gone."""
-
-
-class BudgetSpent(Exception):
-    """The key's known daily budget is used up: wait for the reset rather
-    than cause a Limit Exceeded."""
 
 
 class QuotaBlocked(Exception):

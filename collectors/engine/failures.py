@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 
 from django.utils import timezone
 
-from collectors import crypto, days, governor, health, lifecycle, ratelimit, retry
+from collectors import crypto, health, ledger, lifecycle, ratelimit, retry
 from collectors.choices import ErrorType, Severity
 from collectors.engine.context import Abandon, BudgetSpent, QuotaBlocked, RunContext
 from collectors.knowbe4.client import (
@@ -142,9 +142,12 @@ def quota(ctx: RunContext, until: datetime | None, exc: QuotaExceeded | None) ->
     now = timezone.now()
     if until is None:
         wait = exc.retry_after if exc else None
-        until = now + timedelta(seconds=wait) if wait else days.quota_resets_at(now)
-        ratelimit.mark_quota_exhausted(ctx.key_hash, until)
-        governor.learn(ctx.key_hash)
+        if wait:
+            until = now + timedelta(seconds=wait)
+        else:
+            until = ledger.window(ctx.api, ctx.key_hash, now).resets_at
+        ratelimit.mark_quota_exhausted(ctx.key_hash, until, ctx.api)
+        ledger.learn(ctx.api, ctx.key_hash)
     lifecycle.schedule(ctx.source_id, ctx.owner, until, streak=None)
     when = until.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
     if ctx.source is not None and ctx.source.kind == "reporting":
@@ -171,7 +174,7 @@ def budget_spent(ctx: RunContext) -> None:
     """The key's known daily budget is used up: the pages read so far are
     stored; the source waits for the reset instead of causing a Limit
     Exceeded. Planned, so no health event (the projection warns instead)."""
-    until = days.quota_resets_at(timezone.now())
+    until = ledger.window(ctx.api, ctx.key_hash).resets_at
     lifecycle.schedule(ctx.source_id, ctx.owner, until, streak=None)
     ctx.result.outcome = "budget_spent"
     logger.info("source %s: daily budget used up; next at %s", ctx.source_id, until)

@@ -17,7 +17,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from django.conf import settings
 
-from collectors import governor
 from collectors.engine.context import BudgetSpent, RunContext
 from collectors.knowbe4.client import EventsPage, TooManyRequests
 
@@ -45,10 +44,8 @@ class Fetcher:
         self.finished_at: float | None = None  # Of the one request in flight.
 
     def _send(self, key: tuple) -> Future:
-        if self.ctx.budget is not None and not governor.may_send(
-            self.ctx.key_hash, self.ctx.budget
-        ):
-            raise BudgetSpent
+        """Send one request: the limiter takes it from the key's daily budget
+        first (BudgetSpent when it is used up: nothing is sent)."""
         self.limiter.acquire()
         self.ctx.result.requests += 1
         return self.pool.submit(self._timed, key)

@@ -138,14 +138,17 @@ def prepare(ctx: RunContext, now: datetime) -> bool:
         )
     ctx.secret = source.get_api_key()
     ctx.key_hash = crypto.key_fingerprint(ctx.secret)
+    ctx.api = source.kind
     ctx.dropped_counts = dict(source.dropped_fields or {})
     lifecycle.advance(
         source, SourceState.INITIALIZED, "Configuration loaded and API key decrypted"
     )
-    blocked = ratelimit.quota_blocked_until(ctx.key_hash)
+    blocked = ratelimit.quota_blocked_until(ctx.key_hash, ctx.api)
     if blocked and blocked > now:
         raise QuotaBlocked(blocked)
-    ctx.limiter = ratelimit.limiter_for(ctx.key_hash)
-    group = governor.siblings(source)
-    ctx.budget = governor.budget_of(group, ctx.key_hash)[0]
+    if source.kind == "events":
+        group = governor.siblings(source)
+        ctx.budget = governor.budget_of(group, ctx.key_hash)[0]
+    # Every request of the run is taken from the key's budget before it goes.
+    ctx.limiter = ratelimit.limiter_for(ctx.key_hash, ctx.api, ctx.budget)
     return True

@@ -159,7 +159,7 @@ def _requests_today(source: Source) -> int | None:
         fingerprint = crypto.key_fingerprint(source.get_api_key())
     except crypto.KeyUnreadable:
         return None
-    return ratelimit.requests_today(fingerprint)
+    return ratelimit.requests_today(fingerprint, source.kind)
 
 
 def _quota_blocked_until(source: Source):
@@ -169,7 +169,7 @@ def _quota_blocked_until(source: Source):
         fingerprint = crypto.key_fingerprint(source.get_api_key())
     except crypto.KeyUnreadable:
         return None
-    return ratelimit.quota_blocked_until(fingerprint)
+    return ratelimit.quota_blocked_until(fingerprint, source.kind)
 
 
 def _freshness(source: Source, now) -> dict:

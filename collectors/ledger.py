@@ -1,0 +1,148 @@
+"""The quota ledger: each API key's requests in its current daily window.
+
+KnowBe4 counts every request a key makes, failed ones included, against a
+daily limit: 10 x licensed users per day on the User Event API, 2,000 +
+licensed users per rolling 24 hours from the first request on the Reporting
+API. Several sources (and workers, and hosts) may share a key, so a request
+is taken from the key's budget by ONE conditional UPDATE before it is sent
+(`take`): the row's count goes up only while it is below the budget, and the
+database serializes the writers (PostgreSQL re-checks the condition on the
+row a concurrent UPDATE just committed; SQLite has one writer at a time), so
+two workers racing for the last request cannot both get it.
+
+A window opens with the first request after the previous one reset and
+resets at `days.quota_resets_at(opened, api)`: the one reset rule. The
+ledger always lives in the database (one row per (API, key fingerprint),
+`ApiKeyUsage`), whichever backend the per-second limiter uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db.models import Case, DateTimeField, F, Q, Value, When
+from django.utils import timezone
+
+from collectors import days
+from collectors.models import ApiKeyUsage
+
+EVENTS = ApiKeyUsage.Api.EVENTS.value
+REPORTING = ApiKeyUsage.Api.REPORTING.value
+
+# Called with (api, key_hash) right before the UPDATE: a seam for the tests
+# that line two workers up at the last unit of a budget.
+before_take: Callable[[str, str], None] = lambda api, key_hash: None  # noqa: E731
+
+
+@dataclass(frozen=True)
+class Window:
+    """A key's current quota window: what it used and when it resets.
+
+    `opened_at` is None when no window is open (no request since the last
+    reset); `resets_at` is then when one opened now would reset."""
+
+    used: int
+    opened_at: datetime | None
+    resets_at: datetime
+
+    @property
+    def open(self) -> bool:
+        return self.opened_at is not None
+
+
+def _row(api: str, key_hash: str) -> None:
+    """Make sure the key's row exists (a race on a new key ends on one row)."""
+    ApiKeyUsage.objects.bulk_create(
+        [ApiKeyUsage(api=api, key_hash=key_hash)], ignore_conflicts=True
+    )
+
+
+def take(
+    api: str, key_hash: str, budget: int | None, now: datetime | None = None
+) -> bool:
+    """Count one request of this key now, if its window's budget allows it
+    (None: no known budget, always counted). True: send it; False: the budget
+    is spent until the window resets, do not send.
+
+    One statement: a window past its reset starts over at this request;
+    otherwise the count goes up by one only while it is below `budget`.
+    """
+    now = now or timezone.now()
+    if budget is not None and budget < 1:
+        return False
+    _row(api, key_hash)
+    live = Q(window_resets_at__gt=now)
+    rows = ApiKeyUsage.objects.filter(api=api, key_hash=key_hash)
+    if budget is not None:
+        rows = rows.filter(~live | Q(used__lt=budget))
+    before_take(api, key_hash)
+    changed = rows.update(
+        used=Case(When(live, then=F("used") + 1), default=Value(1)),
+        window_opened_at=Case(
+            When(live, then=F("window_opened_at")),
+            default=Value(now),
+            output_field=DateTimeField(),
+        ),
+        window_resets_at=Case(
+            When(live, then=F("window_resets_at")),
+            default=Value(days.quota_resets_at(now, api)),
+            output_field=DateTimeField(),
+        ),
+    )
+    return changed == 1
+
+
+def window(api: str, key_hash: str | None, now: datetime | None = None) -> Window:
+    """The key's current window (an empty one when none is open)."""
+    now = now or timezone.now()
+    row = (
+        ApiKeyUsage.objects.filter(api=api, key_hash=key_hash).first()
+        if key_hash
+        else None
+    )
+    if row is None or row.window_resets_at is None or row.window_resets_at <= now:
+        return Window(0, None, days.quota_resets_at(now, api))
+    return Window(row.used, row.window_opened_at, row.window_resets_at)
+
+
+def used(api: str, key_hash: str) -> int:
+    """Requests this key made in its current window (every process)."""
+    return window(api, key_hash).used
+
+
+def learn(api: str, key_hash: str) -> None:
+    """A Limit Exceeded: the requests made in this window are the budget
+    (the request that got it was counted too: one past the budget)."""
+    spent = used(api, key_hash) - 1
+    if spent > 0:
+        ApiKeyUsage.objects.update_or_create(
+            api=api, key_hash=key_hash, defaults={"learned_budget": spent}
+        )
+
+
+def learned_budget(api: str, key_hash: str) -> int | None:
+    """The budget a Limit Exceeded showed for this key, if any."""
+    return (
+        ApiKeyUsage.objects.filter(api=api, key_hash=key_hash)
+        .values_list("learned_budget", flat=True)
+        .first()
+    )
+
+
+def blocked_until(api: str, key_hash: str, now: datetime | None = None):
+    """When a spent quota lets this key's requests go again (None: not spent)."""
+    now = now or timezone.now()
+    until = (
+        ApiKeyUsage.objects.filter(api=api, key_hash=key_hash)
+        .values_list("quota_reset_at", flat=True)
+        .first()
+    )
+    return until if until is not None and until > now else None
+
+
+def block(api: str, key_hash: str, until: datetime) -> None:
+    """Record a Limit Exceeded answer: no request with this key before `until`."""
+    _row(api, key_hash)
+    ApiKeyUsage.objects.filter(api=api, key_hash=key_hash).update(quota_reset_at=until)
