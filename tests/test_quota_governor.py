@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from collectors import crypto, engine, governor, ledger, lifecycle
-from collectors.choices import HealthEventName, Severity
+from collectors.choices import HealthEventName, Severity, SourceState
 from collectors.models import ApiKeyUsage, HealthEvent
 from tests import engine_support as es
 from tests.cast import make_source
@@ -181,3 +181,53 @@ def test_it_shows_the_figures_on_the_source_page_and_the_form(
         assert '<dd class="quota-left">33</dd>' in html
         assert "2026-03-11 00:00 UTC" in html
         assert '<dd class="quota-projected"><strong>5</strong> requests' in html
+
+
+def test_it_checks_a_key_with_a_request_from_the_budget_or_waits_for_the_reset(
+    settings, admin_client, clock, collector
+):
+    """Started -> Initialized -> Authenticated sends one request to check the
+    key: it is taken from the budget like any other, and when the budget is
+    spent it is not sent; the source waits for the reset with a Warning."""
+    settings.COLLECTION_DISPATCH_ON_SAVE = False
+    with running_sandbox(days=10, events_per_day=50) as sb:
+        source = es.sandbox_source(settings, sb, collector, licensed_users=1)
+        key = crypto.key_fingerprint(source.get_api_key())
+        assert engine.run(source.pk).outcome == "caught_up"
+        used = ledger.window("events", key).used
+        assert used == len(es.api_requests(sb))
+        # Restarted (a new key, a Base URL, or Restart): the key is checked again.
+        source.refresh_from_db()
+        assert source.restart()
+        used_today(key, 9)
+        sb.clear_requests()
+        assert engine.run(source.pk).outcome == "caught_up"
+        assert len(es.api_requests(sb)) == 1  # the check, counted
+        assert ledger.window("events", key).used == 10
+
+        source.refresh_from_db()
+        assert source.restart()
+        sb.clear_requests()
+        result = engine.run(source.pk)
+        assert result.outcome == "budget_spent" and result.requests == 0
+        assert es.api_requests(sb) == []  # nothing sent past the budget
+        assert ledger.window("events", key).used == 10
+        source.refresh_from_db()
+        assert source.state == SourceState.INITIALIZED
+        assert source.next_attempt_at == MIDNIGHT
+        warning = HealthEvent.objects.get(source=source, resolved_at=None)
+        assert warning.severity == Severity.WARNING
+        assert warning.error_code == "budget_spent"
+        assert "2026-03-11 00:00 UTC" in warning.message
+        page = admin_client.get(source.get_absolute_url()).content.decode()
+        assert "2026-03-11 00:00" in page.split("Next attempt", 1)[1][:400]
+        assert engine.run(source.pk).outcome == "not_due"
+
+        clock.move_to(MIDNIGHT + timedelta(minutes=1))
+        assert engine.run(source.pk).outcome == "caught_up"
+        source.refresh_from_db()
+        assert source.state == SourceState.COLLECTING
+        assert not HealthEvent.objects.filter(
+            source=source, error_code="budget_spent", resolved_at=None
+        ).exists()
+        assert ledger.window("events", key).used >= 1  # the new day's window

@@ -78,7 +78,9 @@ class EventsReader:
         """Prove the key of a source that has nothing to read yet (caught up,
         then given a new key or Base URL, or restarted): one `/events` page of
         one item for the newest closed day. A wrong key thus shows red now,
-        not when the next day closes."""
+        not when the next day closes. The request is taken from the key's
+        daily budget like any other: when that is spent it is not sent
+        (BudgetSpent: a Warning, and the next attempt at the reset)."""
         ctx.limiter.acquire()
         ctx.result.requests += 1
         try:

@@ -172,12 +172,36 @@ def quota(ctx: RunContext, until: datetime | None, exc: QuotaExceeded | None) ->
 
 def budget_spent(ctx: RunContext) -> None:
     """The key's known daily budget is used up: the pages read so far are
-    stored; the source waits for the reset instead of causing a Limit
-    Exceeded. Planned, so no health event (the projection warns instead)."""
+    stored and nothing more is sent; the source waits for the reset instead
+    of causing a Limit Exceeded. Planned, so a collecting source gets no
+    health event (the projection warns instead); a source whose key is not
+    checked yet (Started, Initialized) gets a Warning saying so and when."""
     until = ledger.window(ctx.api, ctx.key_hash).resets_at
     lifecycle.schedule(ctx.source_id, ctx.owner, until, streak=None)
     ctx.result.outcome = "budget_spent"
     logger.info("source %s: daily budget used up; next at %s", ctx.source_id, until)
+    source = ctx.source
+    if source is None or source.state not in (
+        lifecycle.SourceState.STARTED,
+        lifecycle.SourceState.INITIALIZED,
+    ):
+        return
+    when = until.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    health.record(
+        source,
+        ErrorType.THIRD_PARTY_GENERIC,
+        code="budget_spent",
+        message=(
+            f"The daily request budget of this API key ({ctx.budget:,} requests) "
+            "is used up, so the key has not been checked yet: the one request "
+            f"that checks it is sent when the quota resets, at {when}."
+        ),
+        suggested_fix=(
+            f"Nothing to do: the key is checked at {when}. If the account has "
+            "more licensed users than Licensed users says, raise it (Advanced)."
+        ),
+        severity=Severity.WARNING,
+    )
 
 
 def throttled(ctx: RunContext, exc: TooManyRequests) -> None:
