@@ -74,7 +74,9 @@ def main() -> None:
         seconds = time.perf_counter() - started
         per_path: dict[str, int] = defaultdict(int)
         for r in sb.requests:
-            per_path[r.path] += 1
+            # Callback tests are the same paths asked with campaign_type.
+            callback = "campaign_type=callback" in r.query
+            per_path[r.path + ("?campaign_type=callback" if callback else "")] += 1
     counts = defaultdict(int)
     for (data_type,) in LogMessage.objects.filter(source=source).values_list(
         "data_type"
@@ -95,13 +97,14 @@ def main() -> None:
     )
 
 
-def _records(path: str, counts: dict, sb) -> int | None:
-    """How many records the list at `path` holds (from the stored versions
+def _records(listed: str, counts: dict, sb) -> int | None:
+    """How many records the list `listed` holds (from the stored versions
     and the sandbox's data)."""
     from collectors.knowbe4.sandbox_reporting import GROUP_BASE_ID
 
     data = sb.reporting.data
     now = time.time()
+    path = listed.removesuffix("?campaign_type=callback")
     if path.endswith("/recipients"):
         t = int(path.split("/")[-2]) - 6_000_000_000
         return len(data.recipients_static(t))
@@ -111,9 +114,10 @@ def _records(path: str, counts: dict, sb) -> int | None:
         "/v1/users": counts["user"],
         "/v1/groups": counts["group"],
         "/v1/phishing/security_tests": counts["phishing_test"],
+        "/v1/phishing/security_tests?campaign_type=callback": counts["callback_test"],
         "/v1/training/campaigns": counts["training_campaign"],
         "/v1/training/enrollments": counts["training_enrollment"],
-    }.get(path)
+    }.get(listed)
 
 
 if __name__ == "__main__":

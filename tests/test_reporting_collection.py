@@ -24,6 +24,8 @@ ALL = ["phishing", "users", "groups", "training", "account"]
 TYPES = {
     "phishing_test",
     "phishing_recipient",
+    "callback_test",
+    "callback_recipient",
     "user",
     "group",
     "group_member",
@@ -153,22 +155,56 @@ def test_it_resumes_a_killed_snapshot_storing_each_version_once(sb, collector, k
     assert sorted(stored) == sorted(versions(reference))
 
 
+def recipients_asked(sb) -> list[tuple[str, str]]:
+    return [
+        (r.path, r.query)
+        for r in sb.requests
+        if r.path.endswith("/recipients") and r.path.startswith("/v1/")
+    ]
+
+
 def test_it_reads_recipients_only_of_running_or_recent_tests(sb, collector):
     snapshot(source_for(collector, data_types=["phishing"]))
-    recent = [p for p in api_paths(sb) if p.endswith("/recipients")]
+    recent = recipients_asked(sb)
     sb.clear_requests()
     snapshot(
         source_for(collector, "Today only", data_types=["phishing"], recipients_days=0)
     )
-    running = [p for p in api_paths(sb) if p.endswith("/recipients")]
+    running = recipients_asked(sb)
     tests = sb.reporting.data
-    # Test 0 runs; 1 and 2 closed within 14 days; older ones (and 3, a
-    # callback test) are not re-read.
-    assert recent == [
-        f"/v1/phishing/security_tests/{6_000_000_000 + t}/recipients" for t in (0, 1, 2)
+    # Test 0 runs; 1 and 2 closed within 14 days, and so did 3, a callback
+    # test (asked for as one); older ones are not re-read.
+    paths = [
+        f"/v1/phishing/security_tests/{6_000_000_000 + t}/recipients"
+        for t in (0, 1, 2, 3)
     ]
+    assert [p for p, _ in recent] == paths
+    assert ["campaign_type=callback" in q for _, q in recent] == [False] * 3 + [True]
     assert running == recent[:1]
     assert tests.test_start(4) < NOW.timestamp() - 17 * 86_400
+
+
+def test_it_reads_callback_tests_as_their_own_data_type(sb, collector):
+    source = source_for(collector, data_types=["phishing"])
+    snapshot(source)
+    lists = [r.query for r in sb.requests if r.path == "/v1/phishing/security_tests"]
+    assert len(lists) == 2 and "campaign_type=callback" in lists[1]
+    assert "campaign_type" not in lists[0]
+    stored = LogMessage.objects.filter(source=source)
+    callback = stored.filter(data_type="callback_test")
+    phishing = stored.filter(data_type="phishing_test")
+    assert list(callback.values_list("event_id", flat=True)) == [str(6_000_000_003)]
+    assert str(6_000_000_003) not in set(phishing.values_list("event_id", flat=True))
+    assert phishing.count() == 7  # the other tests, the one in error included
+    recipients = stored.filter(data_type="callback_recipient")
+    assert recipients.exists()
+    assert all(
+        '"pst_id":6000000003' in raw for raw in recipients.values_list("raw", flat=True)
+    )
+    assert not stored.filter(
+        data_type="phishing_recipient", raw__contains='"pst_id":6000000003'
+    ).exists()
+    assert callback.get().event_type.startswith("Callback security test: ")
 
 
 def test_it_stops_at_a_refused_key_with_no_further_request(sb, collector):

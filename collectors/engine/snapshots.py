@@ -42,6 +42,12 @@ from collectors.knowbe4.reporting import (
     child_path,
 )
 
+CALLBACK = {"campaign_type": "callback"}
+# The recipients' data type of each kind of security test.
+RECIPIENTS = {
+    "phishing_test": "phishing_recipient",
+    "callback_test": "callback_recipient",
+}
 BURST_LIMIT = 50
 BURST_WINDOW = 60.0
 DAILY_BASE = 2000
@@ -67,6 +73,10 @@ def plan(conf: dict, history_done: bool) -> list[dict]:
     kinds = conf["data_types"]
     if "phishing" in kinds:
         tasks.append(_task("phishing_test", "/v1/phishing/security_tests"))
+        # Every phishing endpoint serves callback tests only when asked.
+        tasks.append(
+            _task("callback_test", "/v1/phishing/security_tests", params=CALLBACK)
+        )
     if "users" in kinds:
         tasks.append(_task("user", "/v1/users"))
     if "groups" in kinds:
@@ -114,19 +124,19 @@ def wants_recipients(test: dict, now: datetime, days: int) -> bool:
 
 
 def children(task: dict, page_records: list, now: datetime, conf: dict) -> list[dict]:
-    """The child tasks a parent page's records call for."""
+    """The child tasks a parent page's records call for (a callback test's
+    recipients are asked for with its `campaign_type` too)."""
     out = []
+    recipients = RECIPIENTS.get(task["type"])
     for record in page_records:
         if not isinstance(record, dict):
             continue
         try:
-            if task["type"] == "phishing_test" and wants_recipients(
-                record, now, conf["recipients_days"]
-            ):
+            if recipients and wants_recipients(record, now, conf["recipients_days"]):
                 path = child_path(
                     "/v1/phishing/security_tests/{}/recipients", record.get("pst_id")
                 )
-                out.append(_task("phishing_recipient", path))
+                out.append(_task(recipients, path, params=task["params"]))
             elif task["type"] == "group":
                 gid = record.get("id")
                 path = child_path("/v1/groups/{}/members", gid)
@@ -216,7 +226,7 @@ class SnapshotReader:
                 page_records = client.get_list(task["path"], task["params"])
         except NotFound:
             if task["parent"] is None and task["type"] not in (
-                "phishing_recipient",
+                *RECIPIENTS.values(),
                 "group_member",
             ):
                 raise

@@ -38,6 +38,8 @@ MESSAGE_TYPES = {
     "events": "User events",
     "phishing_test": "Phishing security test",
     "phishing_recipient": "Phishing recipient",
+    "callback_test": "Callback security test",
+    "callback_recipient": "Callback recipient",
     "user": "User",
     "group": "Group",
     "group_member": "Group member",
@@ -127,6 +129,9 @@ def _enrollment_time(r: dict) -> datetime | None:
 RULES = {
     "phishing_test": ("pst_id", lambda r: parse_time(r.get("started_at"))),
     "phishing_recipient": ("recipient_id", _recipient_time),
+    # Callback tests (`campaign_type=callback`): the same records, their own types.
+    "callback_test": ("pst_id", lambda r: parse_time(r.get("started_at"))),
+    "callback_recipient": ("recipient_id", _recipient_time),
     "user": ("id", _user_time),
     "group": ("id", lambda r: None),
     "group_member": ("id", lambda r: None),
