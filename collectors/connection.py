@@ -15,13 +15,14 @@ that every web process sees the same count.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import UTC, timedelta
 
 from django.db import transaction
 from django.utils import timezone
 
-from collectors import crypto, ratelimit, retry
+from collectors import crypto, days, ledger, ratelimit
 from collectors.knowbe4.client import (
     ConfigError,
     KnowBe4Client,
@@ -33,6 +34,9 @@ from collectors.knowbe4.reporting import ReportingClient
 from collectors.models import ConnectionTest
 
 TRIES_PER_MINUTE = 5
+# The longest a try waits for a slot of the key's limiter (the 4/s limit;
+# the Reporting burst limit can be a minute away: said instead of waited).
+MAX_WAIT = 5.0
 UNREACHABLE_CODES = ("connection_error", "timeout", "request_failed")
 
 
@@ -66,53 +70,61 @@ def check(base_url: str, api_key: str) -> Outcome:
     (one `/events` item of the newest closed day), classified."""
     from collectors.days import last_collectable_day
 
-    def make(limiter) -> KnowBe4Client:
-        return KnowBe4Client(
-            base_url, api_key, throttle=limiter.acquire, after_request=limiter.release
-        )
+    def make(throttle, after) -> KnowBe4Client:
+        return KnowBe4Client(base_url, api_key, throttle=throttle, after_request=after)
 
     def request(client: KnowBe4Client) -> None:
         client.list_events(last_collectable_day(timezone.now()), 1, per_page=1)
 
-    return _checked(api_key, make, request, _refused)
+    return _checked(api_key, ledger.EVENTS, make, request, _refused)
 
 
 def check_reporting(base_url: str, api_key: str) -> Outcome:
     """One KMSAT Reporting API request with `api_key` to `base_url`, through
     the Reporting seam: `GET /v1/account`, one small object, the cheapest
-    request that needs a valid Reporting key."""
+    request that needs a valid Reporting key; counted in the key's Reporting
+    window, apart from its User Event one."""
 
-    def make(limiter) -> ReportingClient:
+    def make(throttle, after) -> ReportingClient:
         return ReportingClient(
-            base_url, api_key, throttle=limiter.acquire, after_request=limiter.release
+            base_url, api_key, throttle=throttle, after_request=after
         )
 
     def request(client: ReportingClient) -> None:
         client.get_object("/v1/account")
 
-    return _checked(api_key, make, request, _refused_reporting)
+    return _checked(api_key, ledger.REPORTING, make, request, _refused_reporting)
 
 
-def _checked(api_key: str, make, request, refused) -> Outcome:
-    """Run `request` on a client from `make(limiter)` (the key's shared
-    limiter, so the try counts against its limits) and put what happened in
+def _checked(api_key: str, api: str, make, request, refused) -> Outcome:
+    """Run `request` on a client from `make(throttle, after_request)` (the
+    key's shared limiter of `api`, so the try counts against its limits, and
+    never waits more than a few seconds for a slot) and put what happened in
     words; a spent daily limit is remembered for the key as a run does."""
     key_hash = crypto.key_fingerprint(api_key)
     now = timezone.now()
-    blocked = ratelimit.quota_blocked_until(key_hash)
+    blocked = ratelimit.quota_blocked_until(key_hash, api)
     if blocked and blocked > now:
         return _quota(blocked)
-    client = make(ratelimit.limiter_for(key_hash))
+    limiter = ratelimit.limiter_for(key_hash, api)
+    client = make(lambda: limiter.acquire(longest=MAX_WAIT), limiter.release)
     with client:
         try:
             request(client)
+        except ratelimit.WaitLonger as wait:
+            seconds = max(1, int(wait.at - time.time() + 0.999))
+            return Outcome(
+                "throttled",
+                "Collection is using this key's request limit (at most 50 requests "
+                f"a minute on the Reporting API): try again in {seconds} s.",
+            )
         except QuotaExceeded as exc:
             until = (
                 now + timedelta(seconds=exc.retry_after)
                 if exc.retry_after
-                else retry.next_utc_midnight(now)
+                else days.quota_resets_at(now, api)
             )
-            ratelimit.mark_quota_exhausted(key_hash, until)
+            ratelimit.mark_quota_exhausted(key_hash, until, api)
             return _quota(until)
         except ConfigError as exc:
             return refused(exc, client.host)

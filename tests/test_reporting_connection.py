@@ -6,6 +6,7 @@ permission and key hygiene as on the KnowBe4 form."""
 from __future__ import annotations
 
 import socket
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -16,7 +17,7 @@ from django.contrib.auth.models import Permission
 from django.test import Client
 from django.urls import reverse
 
-from collectors import connection, crypto, ratelimit
+from collectors import connection, crypto, ledger, ratelimit
 from tests.cast import make_source
 from tests.sandbox_support import REPORTING_KEY, SANDBOX_KEY, running_sandbox
 
@@ -99,7 +100,10 @@ def test_it_says_what_the_reporting_api_answered(
     (call,) = responses.calls
     assert call.request.headers["Authorization"] == f"Bearer {key}"
     assert call.request.url == URL  # one request, no paging parameters
-    assert ratelimit.requests_today(crypto.key_fingerprint(key)) == 1
+    # Counted in the key's Reporting window, not its User Event one.
+    fingerprint = crypto.key_fingerprint(key)
+    assert ratelimit.requests_today(fingerprint, ledger.REPORTING) == 1
+    assert ratelimit.requests_today(fingerprint, ledger.EVENTS) == 0
 
 
 @responses.activate
@@ -111,7 +115,7 @@ def test_it_remembers_a_spent_daily_limit_for_the_key(admin_client, key):
         headers={"Retry-After": "3600"},
     )
     press(admin_client, base_url_key="kmsat-us", api_key=key)
-    until = ratelimit.quota_blocked_until(crypto.key_fingerprint(key))
+    until = ratelimit.quota_blocked_until(crypto.key_fingerprint(key), ledger.REPORTING)
     assert until is not None
     assert abs(until - (datetime.now(UTC) + timedelta(hours=1))) < timedelta(minutes=1)
 
@@ -259,3 +263,25 @@ def test_it_says_when_the_host_cannot_be_reached(settings, admin_client):
     html = press(admin_client, base_url_key="x-closed", api_key="kmsat-any-key-01234")
     assert 'data-outcome="unreachable"' in html
     assert "Could not reach the host" in html and f"127.0.0.1:{port}" in html
+
+
+@responses.activate
+def test_it_says_so_instead_of_waiting_for_the_burst_limit(
+    admin_client, key, monkeypatch
+):
+    class Busy:
+        """The key's limiter with the Reporting burst (50 a minute) used up."""
+
+        def acquire(self, longest=None):
+            assert longest is not None and longest <= 5  # never a long wait
+            raise ratelimit.WaitLonger(time.time() + 42)
+
+        def release(self, finished_at=None):
+            raise AssertionError("nothing was sent")
+
+    monkeypatch.setattr(ratelimit, "limiter_for", lambda key_hash, api: Busy())
+
+    html = press(admin_client, base_url_key="kmsat-us", api_key=key)
+
+    assert 'data-outcome="throttled"' in html and "try again in 42 s" in html
+    assert not responses.calls
