@@ -42,7 +42,12 @@ class EventsReader:
             KnowBe4Client(source.base_url.url, ctx.secret) as client,
             ThreadPoolExecutor(1, thread_name_prefix="kb4-fetch") as pool,
         ):
-            fetch = Fetcher(ctx, pool, client.list_events)
+
+            def request(day: date, page: int) -> store.Prepared:
+                """On the fetch thread: the page, and its rows built."""
+                return writer.prepare(client.list_events(day, page))
+
+            fetch = Fetcher(ctx, pool, request)
             try:
                 point = window.start_point(source, last, now)
                 if (
@@ -114,16 +119,14 @@ class EventsReader:
             if ctx.out_of_budget():
                 ctx.result.more = True
                 break
-            events_page = fetch.page(day, page)
+            prepared = fetch.page(day, page)
             advance(
                 source, SourceState.AUTHENTICATED, "First successful call to KnowBe4"
             )
-            following = window.next_position(source, events_page, day, last)
+            following = window.next_position(source, prepared.page, day, last)
             if following[0] is not None and not ctx.out_of_budget(1):
                 fetch.ahead(following[0], following[1])
-            store.store_page(
-                ctx, writer, events_page, (day, page), following, **progress
-            )
+            store.store_page(ctx, writer, prepared, (day, page), following, **progress)
             progress = {}
             day, page = following[0], following[1]
             advance(source, SourceState.COLLECTING, "First page stored")
@@ -144,7 +147,8 @@ class EventsReader:
             if ctx.out_of_budget():
                 ctx.result.more = True
                 break
-            events_page = fetch.page(today, page)
+            prepared = fetch.page(today, page)
+            events_page = prepared.page
             advance(
                 source, SourceState.AUTHENTICATED, "First successful call to KnowBe4"
             )
@@ -160,7 +164,7 @@ class EventsReader:
             store.store_page(
                 ctx,
                 writer,
-                events_page,
+                prepared,
                 (today, page),
                 unchanged,
                 today_day=today,

@@ -1,10 +1,11 @@
 """The page fetcher: one request ahead on a helper thread, within the limits.
 
 KnowBe4's latency and our writes overlap: while a page is stored, the next
-one is already on its way. The helper thread only does HTTP (no database);
-the limiter is acquired and released in the run's thread (its bookkeeping is
-per thread and may use the database). A short Retry-After on 429 Too Many
-Requests is waited out here rather than ending the run.
+one is already on its way (and its rows built). The helper thread never
+touches the database; the limiter is acquired and released in the run's
+thread (its bookkeeping is per thread and may use the database). A short
+Retry-After on 429 Too Many Requests is waited out here rather than ending
+the run.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 from django.conf import settings
 
 from collectors.engine.context import BudgetSpent, RunContext
-from collectors.knowbe4.client import EventsPage, TooManyRequests
+from collectors.knowbe4.client import TooManyRequests
 
 logger = logging.getLogger(__name__)
 
@@ -29,14 +31,16 @@ class Fetcher:
     """Sends page requests on a helper thread, one ahead at most.
 
     `request(key)` is the reader's HTTP call for one page key (a (day, page)
-    for the events stream); it runs on the helper thread.
+    for the events stream), and whatever the reader does with the answer
+    before the run's thread needs it (the events reader builds the rows); it
+    runs on the helper thread, so it must not use the database.
     """
 
     def __init__(
         self,
         ctx: RunContext,
         pool: ThreadPoolExecutor,
-        request: Callable[..., EventsPage],
+        request: Callable[..., Any],
     ) -> None:
         self.ctx, self.pool, self.request = ctx, pool, request
         self.limiter = ctx.limiter
@@ -50,14 +54,14 @@ class Fetcher:
         self.ctx.result.requests += 1
         return self.pool.submit(self._timed, key)
 
-    def _timed(self, key: tuple) -> EventsPage:
+    def _timed(self, key: tuple) -> Any:
         """On the helper thread: the request, noting when its answer arrived."""
         try:
             return self.request(*key)
         finally:
             self.finished_at = time.monotonic()
 
-    def _receive(self, future: Future) -> EventsPage:
+    def _receive(self, future: Future) -> Any:
         try:
             return future.result()
         finally:
@@ -73,7 +77,7 @@ class Fetcher:
         except BudgetSpent:  # Not ahead of time: the page loop stops there.
             self.pending = None
 
-    def page(self, *key) -> EventsPage:
+    def page(self, *key) -> Any:
         """The page: from the request sent ahead, or a new one."""
         if self.pending and self.pending[0] == key:
             future = self.pending[1]
