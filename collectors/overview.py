@@ -157,9 +157,9 @@ class OverviewFilter:
 
     def reporting_types(self) -> frozenset[str]:
         """The Reporting data types with a version in range and scope: ONE
-        query for the page (seeks in `msg_data_type_time`), so the Reporting
-        panels are drawn (and their aggregates run) only where their data
-        exists."""
+        query for the page (seeks in `msg_overview`, led by the data type), so
+        the Reporting panels are drawn (and their aggregates run) only where
+        their data exists."""
         if self._reporting is None:
             self._reporting = frozenset(
                 self.messages()
