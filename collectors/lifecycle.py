@@ -94,8 +94,10 @@ def advance(source: Source, to_state: str, reason: str) -> bool:
 def mark_started(source: Source, reason: str = "Collection task created") -> bool:
     """Pending -> Started: a collection task now exists for the source.
 
-    The one place this move happens (dispatcher, run, `collect` command).
-    True when the source is now collecting."""
+    The one function for this move. A task exists once the dispatcher has
+    queued it (`claim`) or when a run starts without one (the `collect`
+    command, a run delivered after an edit put the source back to Pending):
+    the engine's `prepare`. True when the source is now collecting."""
     if source.state != SourceState.PENDING:
         return source.state in COLLECTING_STATES
     return source.transition(SourceState.STARTED, reason, expect=SourceState.PENDING)

@@ -126,3 +126,22 @@ def test_it_engine_defaults_live_only_in_settings():
             "COLLECTION_RETRY_WINDOW",
         ):
             assert f'getattr(settings, "{name}"' not in text, (path, name)
+
+
+def callers_of(function: str) -> set[str]:
+    """The files (outside tests) that call `function` by name or attribute."""
+    found = set()
+    for path in python_files():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and chain_names(node.func)[-1:] == [function]:
+                found.add(path.relative_to(ROOT).as_posix())
+    return found
+
+
+def test_it_moves_pending_to_started_in_one_function_with_two_callers():
+    # The dispatcher's claim (a task is queued) and the run's prepare (a task
+    # runs without one: the `collect` command, a run after an edit).
+    assert callers_of("mark_started") == {
+        "collectors/lifecycle.py",
+        "collectors/engine/pipeline.py",
+    }

@@ -41,9 +41,7 @@ class Command(BaseCommand):
         return sorted(i for i in ids if only is None or i == only)
 
     def _run(self, pk: int) -> engine.RunResult:
-        src = Source.objects.filter(pk=pk).only("pk", "state").first()
-        if src is not None:
-            lifecycle.mark_started(src, "Collection run started (collect command)")
+        # The run itself moves a Pending source to Started (engine.prepare).
         result = engine.run(pk)
         self.stdout.write(str(result))
         return result
