@@ -155,6 +155,44 @@ def test_it_resumes_a_killed_snapshot_storing_each_version_once(sb, collector, k
     assert sorted(stored) == sorted(versions(reference))
 
 
+@pytest.mark.parametrize("kill_at", [1, 2, 3, 5, 8, 9])
+def test_it_resumes_a_killed_snapshot_with_deletions_storing_each_once(
+    sb, collector, frozen, kill_at
+):
+    """A day on, user 5 is archived (out of groups 0 and 5) and user 7 left
+    group 2: the tombstones come with the members' last pages, so a kill at
+    any of them (or before) rolls them back with the page, and the resumed
+    snapshot stores each exactly once."""
+    kinds = ["users", "groups"]
+    reference = source_for(collector, "Reference", data_types=kinds)
+    source = source_for(collector, "Killed", data_types=kinds)
+    snapshot(reference)
+    snapshot(source)
+    frozen.shift(timedelta(days=1, hours=1))
+    snapshot(reference)
+    real, calls = lifecycle.commit_page, {"n": 0}
+
+    def dies(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == kill_at:
+            raise RuntimeError("killed")
+        return real(*args, **kwargs)
+
+    with mock.patch.object(lifecycle, "commit_page", dies):
+        assert snapshot(source).outcome != "caught_up"
+    for _ in range(50):
+        if snapshot(source, max_pages=2).outcome == "caught_up":
+            break
+    stored = versions(source)
+    assert len(stored) == len(set(stored))
+    assert sorted(stored) == sorted(versions(reference))
+    deleted = LogMessage.objects.filter(source=source, event_type__endswith="deleted")
+    assert deleted.count() == 3
+    source.refresh_from_db()
+    assert "seen" not in source.snapshot
+    assert len(source.snapshot["gone"]["group_member"]) == 3
+
+
 def recipients_asked(sb) -> list[tuple[str, str]]:
     return [
         (r.path, r.query)

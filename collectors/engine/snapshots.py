@@ -16,6 +16,13 @@ page not committed; a page read again adds only versions not stored yet, so
 no version is stored twice and none is skipped. When the plan is done the
 source is due again after its poll interval.
 
+Deletions: while a list whose every record is read each snapshot is read,
+the checkpoint also holds the ids its pages held so far (`seen`); its last
+page's transaction also stores a tombstone for each record stored before and
+not seen (`versions.VersionWriter.deletions`). `gone` (kept between
+snapshots) lists the records deleted now, whose return is stored with a
+salted hash (`records.returned`).
+
 Limits: the shared per-key limiter keeps 4 requests a second; the checkpoint
 keeps the last 50 request times (a 51st within 60 s waits in the schedule,
 not in a sleep) and the rolling daily count from the first request (2,000 +
@@ -173,7 +180,11 @@ class SnapshotReader:
                     ctx.result.more = True
                     return Finish(timezone.now(), {"snapshot": state})
                 state = self._step(ctx, client, writer, state, conf)
-        done = {k: state[k] for k in ("recent", "day_start", "day_used") if k in state}
+        done = {
+            k: state[k]
+            for k in ("recent", "day_start", "day_used", "gone")
+            if k in state
+        }
         done["history_done"] = state.get("history_done") or any(
             t["type"] == "account_risk_score" for t in state["tasks"]
         )
@@ -206,6 +217,9 @@ class SnapshotReader:
     def _step(self, ctx, client, writer, state: dict, conf: dict) -> dict:
         """One request of the current task, then its commit; the new state."""
         task = state["tasks"][state["i"]]
+        # The ids this list's earlier pages held (None: not tracked, a
+        # checkpoint from before tombstones), for its deletions.
+        prior = state.get("seen") if state["page"] > 1 else []
         now = timezone.now()
         state = {**state, "recent": [*state.get("recent", []), now.timestamp()]}
         if state.get("day_start") is None:
@@ -213,13 +227,13 @@ class SnapshotReader:
         state["day_used"] = state.get("day_used", 0) + 1
         ctx.limiter.acquire()
         ctx.result.requests += 1
-        last, page_records, body = True, [], b""
+        last, page_records = True, []
         try:
             if task["mode"] == "pages":
                 page = client.get_page(
                     task["path"], state["page"], params=task["params"]
                 )
-                last, page_records, body = page.last, page.records, page.body
+                last, page_records = page.last, page.records
             elif task["mode"] == "object":
                 page_records = [client.get_object(task["path"], task["params"])]
             else:
@@ -243,16 +257,19 @@ class SnapshotReader:
             state.update(tasks=tasks, i=state["i"] + 1, page=1, found=[])
         else:
             state.update(page=state["page"] + 1, found=found)
-        self._commit(ctx, writer, task, page_records, body, state)
+        self._commit(ctx, writer, task, page_records, state, prior, last)
         lifecycle.advance(ctx.source, SourceState.COLLECTING, "First page stored")
         return state
 
-    def _commit(self, ctx, writer, task, page_records, body, state) -> None:
-        """The page's new versions, its poison records and the checkpoint in
-        one transaction (rolled back unless the lease is still ours)."""
+    def _commit(self, ctx, writer, task, page_records, state, prior, last) -> None:
+        """The page's new versions (and, after a list's last page, its
+        tombstones), its poison records and the checkpoint in one transaction
+        (rolled back unless the lease is still ours)."""
         source = ctx.source
         received = timezone.now()
-        found, rejected = writer.split(task["type"], page_records, task["parent"])
+        gone = state.get("gone", {}).get(task["type"])
+        found, rejected = writer.split(task["type"], page_records, task["parent"], gone)
+        found += _deletions(writer, task, state, found, prior, last)
         rows = writer.rows(found, received, received)
         with transaction.atomic():
             stored = writer.insert(rows)
@@ -271,3 +288,30 @@ class SnapshotReader:
         reset_queries()
         ctx.result.pages += 1
         ctx.result.stored += stored
+
+
+def _deletions(writer, task, state, found, prior, last) -> list[records.Version]:
+    """Deletions, for a list whose every record is read each snapshot: keep
+    the ids of its pages read so far in the checkpoint (`seen`); after its
+    last page, a tombstone for each record stored before and not seen. The
+    checkpoint's `gone` (data type -> record id -> tombstone hash) holds the
+    records deleted now; one that is read again leaves it. Updates `state`;
+    returns the tombstones to store with the page."""
+    kind = task["type"]
+    if kind not in records.TOMBSTONED:
+        return []
+    gone = {k: dict(v) for k, v in state.get("gone", {}).items()}
+    scope = gone.setdefault(kind, {})
+    for v in found:
+        scope.pop(v.record_id, None)  # back after a deletion, or never gone
+    seen = None if prior is None else [*prior, *(v.record_id for v in found)]
+    tombstones: list[records.Version] = []
+    state.pop("seen", None)
+    if not last:
+        if seen is not None:
+            state["seen"] = seen
+    elif seen is not None:
+        tombstones, deleted = writer.deletions(kind, task["parent"], set(seen), scope)
+        scope.update(deleted)
+    state["gone"] = {k: v for k, v in gone.items() if v}
+    return tombstones

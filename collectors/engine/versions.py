@@ -6,7 +6,8 @@ rows with the source's metadata, and INSERTs them skipping those stored
 already (the unique identity (source, data type, record id, content hash)).
 A snapshot page and Reprocess of a quarantined Reporting record go through
 the same writer, so a version is built, timed and stored by the same rules
-whichever way it arrives.
+whichever way it arrives. After a complete read of a list it also finds the
+records that were deleted (`deletions`), whose tombstones are versions too.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from collectors.models import LogMessage, QuarantinedEvent, Source
 logger = logging.getLogger(__name__)
 
 INSERT_CHUNK = 200
+LOOKUP_CHUNK = 500
 COLUMNS = (*store.COLUMNS, "data_type", "content_hash")
 POISON_CODE = "poison_record"
 
@@ -40,14 +42,22 @@ class VersionWriter:
         self.adapt_time = self.meta.adapt_time
 
     def split(
-        self, data_type: str, page_records: list, parent: str | None = None
+        self,
+        data_type: str,
+        page_records: list,
+        parent: str | None = None,
+        gone: dict[str, str] | None = None,
     ) -> tuple[list[records.Version], list[events.Rejected]]:
         """(versions, poison records) of one page's records; a poison record
-        keeps its data type and parent for Reprocess."""
+        keeps its data type and parent for Reprocess. A record in `gone`
+        (record id -> its tombstone's hash) is back after a deletion: its
+        version's hash is salted with the tombstone's (`records.returned`)."""
         good, bad = [], []
         for record in page_records:
             try:
-                good.append(records.version(data_type, record, parent=parent))
+                v = records.version(data_type, record, parent=parent)
+                after = gone.get(v.record_id) if gone else None
+                good.append(v if after is None else records.returned(v, after))
             except records.PoisonRecord as exc:
                 raw = store.RAW_JSON.encode(record).encode("utf-8", "surrogatepass")
                 bad.append(
@@ -84,6 +94,44 @@ class VersionWriter:
             )
             for v in versions
         ]
+
+    def deletions(
+        self, data_type: str, parent: str | None, seen: set[str], gone: dict[str, str]
+    ) -> tuple[list[records.Version], dict[str, str]]:
+        """After a complete read of one list: (tombstones to store, record id
+        -> tombstone hash of every record now deleted that `gone` lacked).
+
+        A record of this list (a group's members: of that group) stored before,
+        not `seen` in this read and not deleted already gets a tombstone that
+        follows its latest version. One whose latest version is a tombstone
+        already (a checkpoint that lost it) only rejoins `gone`."""
+        stored = LogMessage.objects.filter(
+            source_id=self.source.pk, data_type=data_type
+        )
+        if parent is not None:
+            stored = stored.filter(event_id__startswith=f"{parent}:")
+        known = set(stored.values_list("event_id", flat=True).distinct())
+        missing = sorted(known - seen - set(gone))
+        tombstones, deleted = [], {}
+        for i in range(0, len(missing), LOOKUP_CHUNK):
+            chunk = missing[i : i + LOOKUP_CHUNK]
+            latest = {
+                event_id: (content_hash, raw, email)
+                for event_id, content_hash, raw, email in stored.filter(
+                    event_id__in=chunk
+                )
+                .order_by("id")
+                .values_list("event_id", "content_hash", "raw", "user_email")
+            }
+            for event_id in chunk:
+                content_hash, raw, email = latest[event_id]
+                if records.is_tombstone(raw):
+                    deleted[event_id] = content_hash
+                    continue
+                t = records.tombstone(data_type, event_id, content_hash, email)
+                tombstones.append(t)
+                deleted[event_id] = t.content_hash
+        return tombstones, deleted
 
     def insert(self, rows: list[tuple]) -> int:
         """INSERT the rows in chunks; return how many versions were new."""

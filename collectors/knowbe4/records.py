@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 
 # The choices of the source form's "Data types" (the setting's values).
@@ -140,6 +140,69 @@ RULES = {
     "account": (None, lambda r: None),
     "account_risk_score": ("date", lambda r: parse_time(r.get("date"))),
 }
+
+
+# Data types whose list is read whole each snapshot, so a record absent from
+# a complete read was deleted: they get tombstones. Not the recipients (a
+# test's recipients are fixed once it is sent, and old tests are not re-read),
+# the account (one object) nor its risk history (a window that moves).
+TOMBSTONED = frozenset(
+    {
+        "phishing_test",
+        "callback_test",
+        "user",
+        "group",
+        "group_member",
+        "training_campaign",
+        "training_enrollment",
+    }
+)
+TOMBSTONE_KEYS = frozenset({"id", "deleted", "data_type", "previous_version"})
+
+
+def tombstone(data_type: str, record_id: str, previous: str, email: str) -> Version:
+    """The version saying record `record_id` was deleted: its raw JSON is
+    `{"data_type", "deleted": true, "id", "previous_version"}`, the last one
+    being the content hash of the version it follows, so the tombstone of a
+    given version has one identity however often the absence is seen. No
+    time of its own: its message time is when the absence was seen."""
+    doc = {
+        "id": record_id,
+        "deleted": True,
+        "data_type": data_type,
+        "previous_version": previous,
+    }
+    return Version(
+        data_type=data_type,
+        record_id=record_id,
+        content_hash=content_hash(doc),
+        raw=canonical(doc),
+        time=None,
+        user_email=email,
+        event_type=f"{MESSAGE_TYPES[data_type]}: deleted",
+    )
+
+
+def is_tombstone(raw: str) -> bool:
+    """Whether a stored version's raw JSON is a tombstone."""
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return False
+    return (
+        isinstance(doc, dict) and set(doc) == TOMBSTONE_KEYS and doc["deleted"] is True
+    )
+
+
+def returned(v: Version, after: str) -> Version:
+    """A version of a record that reappears after its tombstone `after`: the
+    same raw JSON, its hash salted with the tombstone's, so that content equal
+    to a version before the deletion is still a new identity (and the same
+    one however often that page is read again)."""
+    salted = hashlib.sha256(
+        f"{after}\n".encode() + v.raw.encode("utf-8", "surrogatepass")
+    ).hexdigest()
+    return replace(v, content_hash=salted)
 
 
 def _email(record: dict) -> str:

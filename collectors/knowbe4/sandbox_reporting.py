@@ -20,7 +20,9 @@ the sandbox was created) and a function of "now" (`time.time()`, so
 time_machine moves it): recipients open, click and report over the hours
 after a test starts, a test closes after its duration, enrollments move from
 Not Started through In Progress to Passed or Past Due, risk scores change each
-day and one user is archived two hours after the origin. Snapshots taken at
+day, one user is archived two hours after the origin (and so leaves the
+members of its groups), and another leaves a group a day after the origin
+and is back in it two days later. Snapshots taken at
 different times therefore see real changes, and the same time sees the same
 data.
 
@@ -111,6 +113,11 @@ POLICIES = [
 ]
 TRAINING_CAMPAIGNS = 3  # started 2, 22 and 42 days before the origin
 TRAINING_DUE_DAYS = 14
+# User 7 leaves its first group ("Sales") a day after the origin and is back
+# two days later: a member removed, then re-added, as time moves.
+MOVER = 7
+MOVER_LEAVES = 1 * 86_400.0
+MOVER_RETURNS = 3 * 86_400.0
 HISTORY_DAYS = 400  # risk histories reach this far back before the origin
 SIX_MONTHS = 183
 
@@ -206,6 +213,16 @@ class ReportingData:
     def _groups_of(i: int) -> list[int]:
         return [GROUP_BASE_ID + i % 5, GROUP_BASE_ID + 5]
 
+    def groups_at(self, u: dict, now: float) -> list[int]:
+        """The groups of user `u` at `now`: the mover is out of its first
+        group from one to three days after the origin, then back."""
+        groups = u["groups"]
+        if u["id"] == USER_BASE_ID + MOVER and (
+            self.origin + MOVER_LEAVES <= now < self.origin + MOVER_RETURNS
+        ):
+            return groups[1:]
+        return groups
+
     def archived(self, user: dict, now: float) -> bool:
         ts = user["_archived_ts"]
         return ts is not None and ts <= now
@@ -218,6 +235,8 @@ class ReportingData:
             out["status"] = "archived"
             out["archived_at"] = iso(u["_archived_ts"])
             out["groups"] = []
+        else:
+            out["groups"] = self.groups_at(u, now)
         out["current_risk_score"] = _score(self.seed, "u", i, day=_day(now))
         out["last_sign_in"] = iso(now - (now - self.origin + i * 977) % (3 * DAY))
         if expand_group:
@@ -234,7 +253,7 @@ class ReportingData:
             archived = self.archived(u, now)
             if status == "active" and archived or status == "archived" and not archived:
                 continue
-            if group is not None and (archived or group not in u["groups"]):
+            if group is not None and (archived or group not in self.groups_at(u, now)):
                 continue
             picked.append(u)
         return picked
@@ -266,7 +285,9 @@ class ReportingData:
         return [
             u
             for u in self._users
-            if gid in u["groups"] and not self.archived(u, now) and g != len(GROUPS) - 1
+            if gid in self.groups_at(u, now)
+            and not self.archived(u, now)
+            and g != len(GROUPS) - 1
         ]
 
     def history(self, parts: tuple, now: float, full: bool) -> list[dict]:
