@@ -36,7 +36,11 @@ from bench_collection_page import (  # noqa: E402
     setup_django,
     signed_in_client,
 )
-from bench_messages import explain, populate_messages  # noqa: E402
+from bench_messages import (  # noqa: E402
+    explain,
+    populate_messages,
+    without_statistics,
+)
 
 DB_NAME = "messages.sqlite3"
 
@@ -190,6 +194,7 @@ def main() -> int:
             (BENCH_DIR / f"{DB_NAME}{suffix}").unlink(missing_ok=True)
     setup_django(DB_NAME)
     now = populate_messages()
+    without_statistics()
     import time_machine
     from django.http import QueryDict
     from django.urls import reverse
@@ -205,23 +210,26 @@ def main() -> int:
         print(f"SQLite {BENCH_DIR}/{DB_NAME}: {total:,} messages, now={now}")
         collector = HostedCollector.objects.order_by("pk").first()
         year_ago = (now - timedelta(days=365)).strftime("%Y-%m-%dT%H:%M")
+        # 13 queries: 12 for the user-event panels and sources, 1 for which
+        # Reporting data types exist; a category pattern resolves its
+        # categories in one more.
         checks = [
-            ("last 30 days (the default)", "", 1000),
-            ("last 7 days", "?range=7d", None),
-            ("last 24 hours", "?range=24h", None),
-            ("Security/* + 30 days", "?category=Security/*", None),
-            (f"{collector.name} + 30 days", f"?collector={collector.pk}", None),
-            ("365 days (all the data)", f"?range=&since={year_ago}", None),
+            ("last 30 days (the default)", "", 13, 1000),
+            ("last 7 days", "?range=7d", 13, None),
+            ("last 24 hours", "?range=24h", 13, None),
+            ("Security/* + 30 days", "?category=Security/*", 14, None),
+            (f"{collector.name} + 30 days", f"?collector={collector.pk}", 13, None),
+            ("365 days (all the data)", f"?range=&since={year_ago}", 13, None),
         ]
         ok = True
-        for label, query, max_ms in checks:
+        for label, query, max_queries, max_ms in checks:
             m = measure(client, url + query, args.runs)
-            ok &= report(label, m, max_queries=13, max_ms=max_ms)
+            ok &= report(label, m, max_queries=max_queries, max_ms=max_ms)
         print("Each aggregate alone, last 30 days (median ms):")
         view = overview.OverviewFilter.from_params(QueryDict(""), now=now)
         for name, ms in time_panels(view, max(3, args.runs // 2)):
             print(f"  {name:<16} {ms:8.1f} ms")
-        grouped = view.messages().exclude(event_type="").values("event_type")
+        grouped = view.events().exclude(event_type="").values("event_type")
         sql, params = grouped.query.sql_with_params()
         print("EXPLAIN QUERY PLAN, events per day by type (30 days):")
         for line in explain(sql, params):
