@@ -22,7 +22,7 @@ from datetime import UTC, timedelta
 from django.db import transaction
 from django.utils import timezone
 
-from collectors import crypto, days, ledger, ratelimit
+from collectors import crypto, ledger, ratelimit
 from collectors.knowbe4.client import (
     ConfigError,
     KnowBe4Client,
@@ -122,7 +122,7 @@ def _checked(api_key: str, api: str, make, request, refused) -> Outcome:
             until = (
                 now + timedelta(seconds=exc.retry_after)
                 if exc.retry_after
-                else days.quota_resets_at(now, api)
+                else ledger.window(api, key_hash, now).resets_at
             )
             ratelimit.mark_quota_exhausted(key_hash, until, api)
             return _quota(until)

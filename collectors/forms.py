@@ -576,6 +576,7 @@ class ReportingSourceForm(SourceForm):
 
     def __init__(self, *args, collector: HostedCollector, **kwargs) -> None:
         super().__init__(*args, collector=collector, **kwargs)
+        self.instance.kind = "reporting"  # the quota figures plan a Reporting key
         region = self.fields["base_url_key"]
         region.label = "Region"
         region.choices = [("", "Select…"), *baseurls.reporting_choices()]

@@ -13,6 +13,14 @@ using the key shares it. The plan of the day:
   Exceeded, however many workers share the key.
 Projections come from the settings and the events per day stored recently:
 a page is 100 events, and a day costs at least one request.
+
+A Reporting key is planned the same way with the Reporting API's rule:
+2,000 + Licensed users per rolling 24 hours from the first request, shared by
+the Reporting sources using the key (never with a User Event key: the ledger
+keeps the two APIs apart). A snapshot's requests per data type come from the
+last snapshot's count (the checkpoint), else from the records stored (a list
+costs ceil((records + 1) / 500) pages), times the snapshots a poll interval
+fits in 24 hours.
 """
 
 from __future__ import annotations
@@ -26,9 +34,12 @@ from django.db.models import Count
 from django.utils import timezone
 
 from collectors import crypto, days, ledger
+from collectors.knowbe4 import records
 from collectors.models import LogMessage, Source
 
 REQUESTS_PER_USER = 10
+REPORTING_BASE = 2000  # + licensed users, per rolling 24 h (Reporting API)
+REPORTING_PER_PAGE = 500
 PER_PAGE = 100
 DAY = timedelta(days=1)
 WEEK = 7 * 24 * 60  # minutes: the longest re-scan interval
@@ -63,6 +74,46 @@ class Cost:
     def total(self) -> int:
         return self.closed_day + self.rescans + self.today
 
+    @property
+    def parts(self) -> list[tuple[int, str]]:
+        """What spends the requests, for the page."""
+        return [
+            (self.closed_day, "closed-day pass"),
+            (self.rescans, "re-scans"),
+            (self.today, "today's polls"),
+        ]
+
+    @property
+    def note(self) -> str:
+        pages = self.pages_per_day
+        return f"about {pages:,} page{'s' if pages != 1 else ''} a day"
+
+
+@dataclass(frozen=True)
+class ReportingCost:
+    """One Reporting source's requests per day: a snapshot's requests per
+    data type (the setting's values), times the snapshots per day."""
+
+    per_snapshot: dict[str, int]
+    snapshots_per_day: int
+
+    @property
+    def total(self) -> int:
+        return sum(self.per_snapshot.values()) * self.snapshots_per_day
+
+    @property
+    def parts(self) -> list[tuple[int, str]]:
+        labels = dict(records.DATA_TYPE_CHOICES)
+        return [
+            (n * self.snapshots_per_day, labels.get(kind, kind))
+            for kind, n in self.per_snapshot.items()
+        ]
+
+    @property
+    def note(self) -> str:
+        n = self.snapshots_per_day
+        return f"{n:,} snapshot{'s' if n != 1 else ''} a day"
+
 
 def cost(source: Source, events_per_day: float) -> Cost:
     """What a source's settings cost per day, for `events_per_day`."""
@@ -86,8 +137,15 @@ class Plan:
     learned: bool  # the budget came from a Limit Exceeded
     used: int
     resets_at: datetime
-    costs: dict[int, Cost] = field(default_factory=dict)
+    costs: dict[int, Cost | ReportingCost] = field(default_factory=dict)
     reserve: int = 0  # what the closed-day passes and re-scans still need today
+    api: str = ledger.EVENTS
+    window_open: bool = True  # False: the window opens with the next request
+
+    @property
+    def rolling(self) -> bool:
+        """The window is 24 hours from its first request (the Reporting API)."""
+        return self.api == ledger.REPORTING
 
     @property
     def left(self) -> int | None:
@@ -153,7 +211,11 @@ def events_per_day(source_ids: list[int], now: datetime) -> dict[int, float]:
 
 def budget_of(sources: list[Source], key_hash: str | None) -> tuple[int | None, bool]:
     """(budget, learned): Licensed users on any of the key's sources wins,
-    then the installation's KNOWBE4_DAILY_QUOTA, then what was learned."""
+    then the installation's KNOWBE4_DAILY_QUOTA, then what was learned. A
+    Reporting key's is always known: 2,000 + the largest Licensed users."""
+    if sources and sources[0].kind == ledger.REPORTING:
+        users = max(records.settings_of(s)["licensed_users"] for s in sources)
+        return REPORTING_BASE + users, False
     users = [s.licensed_users for s in sources if s.licensed_users]
     if users:
         return REQUESTS_PER_USER * max(users), False
@@ -189,7 +251,19 @@ def plan(source: Source, now: datetime | None = None) -> Plan:
     group = siblings(source)
     key_hash = _fingerprint(source)
     budget, learned = budget_of(group, key_hash)
-    window = ledger.window(ledger.EVENTS, key_hash, now)
+    window = ledger.window(source.kind, key_hash, now)
+    if source.kind == ledger.REPORTING:
+        stored = stored_records([s.pk for s in group if s.pk is not None])
+        costs = {s.pk: reporting_cost(s, stored.get(s.pk, {})) for s in group}
+        return Plan(
+            budget,
+            False,
+            window.used,
+            window.resets_at,
+            costs,
+            api=ledger.REPORTING,
+            window_open=window.open,
+        )
     rates = events_per_day([s.pk for s in group], now)
     costs = {s.pk: cost(s, rates[s.pk]) for s in group}
     reserve = sum(
@@ -197,6 +271,73 @@ def plan(source: Source, now: datetime | None = None) -> Plan:
         for s in group
     )
     return Plan(budget, learned, window.used, window.resets_at, costs, reserve)
+
+
+def stored_records(source_ids: list[int]) -> dict[int, dict[str, int]]:
+    """Distinct records stored per Reporting source and message type."""
+    rows = (
+        LogMessage.objects.filter(source_id__in=source_ids)
+        .exclude(data_type="events")
+        .values_list("source_id", "data_type")
+        .annotate(n=Count("event_id", distinct=True))
+        .order_by()
+    )
+    out: dict[int, dict[str, int]] = {}
+    for pk, data_type, n in rows:
+        out.setdefault(pk, {})[data_type] = n
+    return out
+
+
+def _list_pages(count: int) -> int:
+    """Requests to read a list of `count` records: until a short page."""
+    return count // REPORTING_PER_PAGE + 1
+
+
+# The list types whose records each have a child list: (parent, child).
+CHILD_LISTS = {
+    "phishing_test": "phishing_recipient",
+    "callback_test": "callback_recipient",
+    "group": "group_member",
+}
+
+
+def _estimate(kind: str, stored: dict[str, int]) -> int:
+    """A snapshot's requests for one data type, from the records stored:
+    each list read to its short page, and a child list per parent (a test's
+    recipients, a group's members: an upper bound, as old tests are skipped)."""
+    if kind == "account":
+        return 2  # the account object and its risk score history
+    children = set(CHILD_LISTS.values())
+    requests = 0
+    for data_type in records.MESSAGE_TYPES_OF[kind]:
+        if data_type in children:
+            continue
+        count = stored.get(data_type, 0)
+        requests += _list_pages(count)
+        if data_type in CHILD_LISTS:
+            members = stored.get(CHILD_LISTS[data_type], 0)
+            requests += max(count, math.ceil(members / REPORTING_PER_PAGE))
+    return requests
+
+
+def reporting_cost(source: Source, stored: dict[str, int]) -> ReportingCost:
+    """What a Reporting source's settings cost per day: each selected data
+    type's requests per snapshot (the last snapshot's count where it read
+    that type, else an estimate from the records stored), times the
+    snapshots its poll interval fits in 24 hours."""
+    conf = records.settings_of(source)
+    last = dict((source.snapshot or {}).get("requests") or {})
+    per_snapshot = {}
+    for kind in conf["data_types"]:
+        if kind not in records.MESSAGE_TYPES_OF:
+            continue
+        types = records.MESSAGE_TYPES_OF[kind]
+        if any(t in last for t in types):
+            per_snapshot[kind] = sum(int(last.get(t, 0)) for t in types)
+        else:
+            per_snapshot[kind] = _estimate(kind, stored)
+    hours = min(max(1, conf["poll_hours"]), 24)
+    return ReportingCost(per_snapshot, math.ceil(24 / hours))
 
 
 def figures(source: Source) -> dict:
@@ -226,6 +367,8 @@ def advice(source: Source, key_plan: Plan) -> str:
     """Which setting to change so the projection fits the budget: the one
     that spends the most of this source's requests."""
     c = key_plan.costs[source.pk]
+    if isinstance(c, ReportingCost):
+        return reporting_advice(source, c)
     if c.today and c.today >= max(c.rescans, c.closed_day):
         return (
             "Raise the poll interval of “Collect today's events as they arrive” "
@@ -236,6 +379,29 @@ def advice(source: Source, key_plan: Plan) -> str:
     if not source.licensed_users:
         return "Set Licensed users to the number of licensed users of the account."
     return "Lower the Re-scan window (days) of the sources that use this API key."
+
+
+def reporting_advice(source: Source, c: ReportingCost) -> str:
+    """A Reporting source's setting to change: the poll interval while it
+    reads more than once a day, else the data type that costs the most."""
+    conf = records.settings_of(source)
+    hint = (
+        ""
+        if conf["licensed_users"]
+        else " Set Licensed users (Advanced): the limit is 2,000 plus them."
+    )
+    if c.snapshots_per_day > 1:
+        return (
+            f"Raise the Poll interval (hours) (now {conf['poll_hours']} h): every "
+            f"snapshot costs {sum(c.per_snapshot.values()):,} requests.{hint}"
+        )
+    labels = dict(records.DATA_TYPE_CHOICES)
+    costly = max(c.per_snapshot, key=c.per_snapshot.get, default="")
+    return (
+        f"Turn off data types you do not need: “{labels.get(costly, costly)}” "
+        f"costs the most ({c.per_snapshot.get(costly, 0):,} requests a snapshot)."
+        + hint
+    )
 
 
 def review(source: Source, budget: int | None) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from collectors import crypto, engine, governor, ledger, lifecycle
 from collectors.choices import HealthEventName, Severity, SourceState
-from collectors.models import ApiKeyUsage, HealthEvent
+from collectors.models import ApiKeyUsage, HealthEvent, LogMessage
 from tests import engine_support as es
 from tests.cast import make_source
 from tests.sandbox_support import running_sandbox
@@ -231,3 +231,133 @@ def test_it_checks_a_key_with_a_request_from_the_budget_or_waits_for_the_reset(
             source=source, error_code="budget_spent", resolved_at=None
         ).exists()
         assert ledger.window("events", key).used >= 1  # the new day's window
+
+
+REPORTING = "kb4-reporting-key-0123456789"
+
+
+def reporting_source(collector, name="KMSAT", key=REPORTING, **conf):
+    return make_source(collector, name, api_key=key, kind="reporting", reporting=conf)
+
+
+@pytest.mark.django_db
+def test_it_plans_a_reporting_key_with_its_rolling_limit(clock, collector):
+    a = reporting_source(collector, "A", data_types=["phishing", "users"], poll_hours=6)
+    b = reporting_source(collector, "B", data_types=["users"], licensed_users=300)
+    # The same key string as an events source: another API, another budget.
+    events = make_source(collector, "E", api_key="kb4-reporting-key-0123456789")
+    plan = governor.plan(a)
+    assert plan.rolling and not plan.window_open
+    assert plan.budget == 2000 + 300 and set(plan.costs) == {a.pk, b.pk}
+    hours = (plan.resets_at - es.NOON) / timedelta(hours=1)
+    assert 24 <= hours < 24.01  # if it opened now (the clock ticks)
+    # Nothing stored yet: a list page per list (phishing and callback tests,
+    # and none of the recipients of tests not seen), 4 snapshots a day.
+    assert plan.costs[a.pk].per_snapshot == {"phishing": 2, "users": 1}
+    assert plan.costs[a.pk].total == 12 and plan.costs[b.pk].total == 1
+    assert governor.plan(events).budget is None
+    assert set(governor.plan(events).costs) == {events.pk}
+
+    key = crypto.key_fingerprint("kb4-reporting-key-0123456789")
+    opened = es.NOON - timedelta(hours=20)
+    assert ledger.take("reporting", key, plan.budget, opened)
+    plan = governor.plan(b)
+    assert plan.window_open and plan.used == 1 and plan.left == 2299
+    assert plan.resets_at == opened + timedelta(hours=24)  # not UTC midnight
+    assert governor.plan(events).used == 0
+
+
+@pytest.mark.django_db
+def test_it_projects_a_reporting_source_from_its_last_snapshot_and_records(
+    clock, collector
+):
+    source = reporting_source(
+        collector, data_types=["phishing", "groups", "account"], poll_hours=1
+    )
+    source.snapshot = {"requests": {"phishing_test": 2, "phishing_recipient": 40}}
+    source.save()
+    for n in range(1200):
+        LogMessage.objects.create(
+            source=source,
+            event_id=f"g{n % 3}:{n}",
+            raw="{}",
+            message_time=es.NOON,
+            data_type="group_member",
+        )
+    for n in range(3):
+        LogMessage.objects.create(
+            source=source,
+            event_id=str(n),
+            raw="{}",
+            message_time=es.NOON,
+            data_type="group",
+        )
+    cost = governor.plan(source).costs[source.pk]
+    # Phishing: as the last snapshot read it; groups: 1 list page, then each
+    # of 3 groups' members (1,200 in all: 3 pages at least); account: 2.
+    assert cost.per_snapshot == {"phishing": 42, "groups": 1 + 3, "account": 2}
+    assert cost.snapshots_per_day == 24
+    assert cost.total == 48 * 24
+
+
+@pytest.mark.django_db
+def test_it_warns_when_a_reporting_source_projects_past_its_limit(clock, collector):
+    source = reporting_source(collector, data_types=["users", "groups"], poll_hours=1)
+    source.snapshot = {"requests": {"user": 60, "group": 1, "group_member": 40}}
+    source.save()
+    budget = governor.budget_of([source], None)[0]
+    assert budget == 2000
+    governor.review(source, budget)  # 101 a snapshot, 24 a day: 2,424
+    warning = HealthEvent.objects.get(
+        source=source, event_name=HealthEventName.QUOTA_OVERRUN, resolved_at=None
+    )
+    assert warning.severity == Severity.WARNING
+    assert "project 2,424 requests per day" in warning.message
+    assert "over its daily budget of 2,000" in warning.message
+    assert "Raise the Poll interval (hours) (now 1 h)" in warning.suggested_fix
+    assert "Set Licensed users" in warning.suggested_fix
+
+    source.reporting = {"data_types": ["users", "groups"], "poll_hours": 24}
+    source.save()
+    governor.review(source, budget)
+    warning.refresh_from_db()
+    assert warning.resolved_at is not None  # 101 a day fits
+
+    source.snapshot = {"requests": {"user": 2100, "group": 1, "group_member": 40}}
+    source.reporting["licensed_users"] = 50
+    source.save()
+    governor.review(source, governor.budget_of([source], None)[0])
+    warning = HealthEvent.objects.get(
+        source=source, event_name=HealthEventName.QUOTA_OVERRUN, resolved_at=None
+    )
+    assert "“Users” costs the most (2,100 requests a snapshot)" in (
+        warning.suggested_fix
+    )
+    assert "Licensed users" not in warning.suggested_fix
+
+
+@pytest.mark.django_db
+def test_it_shows_a_reporting_keys_figures_on_its_page_and_forms(
+    admin_client, clock, collector
+):
+    source = reporting_source(
+        collector, data_types=["users"], poll_hours=12, licensed_users=25
+    )
+    key = crypto.key_fingerprint(REPORTING)
+    opened = es.NOON - timedelta(hours=2)
+    for _ in range(7):
+        ledger.take("reporting", key, 2025, opened)
+    page = admin_client.get(source.get_absolute_url()).content.decode()
+    form = admin_client.get(f"/sources/{source.pk}/edit/").content.decode()
+    for html in (page, form):
+        assert '<dd class="quota-budget"><strong>2,025</strong> requests' in html
+        assert '<dd class="quota-used">7</dd>' in html
+        assert '<dd class="quota-left">2,018</dd>' in html
+        assert "2026-03-11 10:00 UTC (24 hours after the window" in html
+        assert '<dd class="quota-projected"><strong>2</strong> requests' in html
+        assert "2 Users; 2 snapshots a day" in html
+    added = admin_client.get(
+        f"/collectors/{collector.pk}/sources/new/kmsat-reporting/"
+    ).content.decode()
+    assert '<dd class="quota-budget"><strong>2,000</strong> requests' in added
+    assert "24 hours after the next request" in added

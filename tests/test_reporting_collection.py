@@ -4,18 +4,19 @@ any progress point, recipients only for recent tests, the limits kept."""
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from unittest import mock
 
 import pytest
 
-from collectors import lifecycle
+from collectors import crypto, ledger, lifecycle, ratelimit
 from collectors.choices import ErrorType
 from collectors.engine import run
 from collectors.knowbe4.sandbox import key_hash
 from collectors.knowbe4.sandbox_reporting import ReportingLimits
-from collectors.models import HealthEvent, LogMessage, Source
+from collectors.models import ApiKeyUsage, HealthEvent, LogMessage, Source
 from tests.cast import make_source
 from tests.sandbox_support import REPORTING_KEY, running_sandbox
 
@@ -255,84 +256,122 @@ def test_it_stops_at_a_refused_key_with_no_further_request(sb, collector):
     assert len(sb.requests) == 1
 
 
-class Paced:
-    """The 4/s limiter with time frozen: each request moves the clock 0.26 s
-    (what the real limiter's wait would be), so the sandbox's per-second
-    window sees time pass and the verdict never depends on speed."""
+class FrozenSleep:
+    """The limiter's clock with time frozen: its sleeps move the frozen clock
+    (what a real wait would do), so the verdicts never depend on speed."""
 
     def __init__(self, frozen) -> None:
         self.frozen = frozen
 
-    def acquire(self) -> None:
-        self.frozen.shift(0.26)
+    def __getattr__(self, name):
+        return getattr(time, name)
 
-    def release(self, finished_at=None) -> None:
-        """Nothing in flight to record."""
+    def sleep(self, seconds: float) -> None:
+        self.frozen.shift(seconds)
 
 
 @pytest.fixture
-def limited(frozen, settings):
-    """A sandbox with all three Reporting limits on, and a paced limiter."""
-    with (
-        mock.patch("collectors.ratelimit.limiter_for", lambda *_a, **_k: Paced(frozen)),
-        running_sandbox(
-            reporting={"origin": NOW.timestamp(), "daily_limit": 2005}
-        ) as s,
-    ):
+def limited(frozen, settings, monkeypatch):
+    """A sandbox with all three Reporting limits on, and the real limiter and
+    ledger in the database (their clock the frozen one)."""
+    settings.REDIS_URL = ""
+    settings.KNOWBE4_RATE_LIMIT = True
+    monkeypatch.setattr(ratelimit, "time", FrozenSleep(frozen))
+    with running_sandbox(
+        reporting={"origin": NOW.timestamp(), "daily_limit": 2005}
+    ) as s:
         settings.KNOWBE4_EXTRA_BASE_URLS = [f"Sandbox|{s.url}"]
         yield s
 
 
-def run_until_done(source: Source, frozen) -> list:
-    """Runs at the source's next attempt times until the snapshot is done."""
-    results = []
-    for _ in range(30):
-        source.refresh_from_db()
+def run_until_done(sources: list[Source], frozen) -> list:
+    """Runs the sources at their next attempt times (the earliest first)
+    until each one's snapshot is done."""
+    results, done = [], set()
+    for _ in range(60):
+        pending = [s for s in sources if s.pk not in done]
+        if not pending:
+            return results
+        for source in pending:
+            source.refresh_from_db()
+        source = min(pending, key=lambda s: s.next_attempt_at or NOW)
         if source.next_attempt_at and source.next_attempt_at > datetime.now(UTC):
             frozen.move_to(source.next_attempt_at)
         results.append(run(source.pk))
         source.refresh_from_db()
         if results[-1].outcome == "caught_up" and not source.snapshot.get("tasks"):
-            return results
+            done.add(source.pk)
     raise AssertionError(f"not done: {results}")
 
 
+def in_any_window(times: list[float], seconds: float) -> int:
+    """The most requests in any `seconds`-long window ending at a request."""
+    return max(sum(1 for u in times if t - seconds < u <= t) for t in times)
+
+
 def test_it_never_passes_the_burst_limit(limited, frozen, collector):
-    # 45 requests in the last 30 s already (by this source, as the sandbox saw)
+    """Two sources sharing a Reporting key share its 50 requests a minute."""
+    # 45 requests with the key in the last 30 s already, as the sandbox saw.
     before = [NOW.timestamp() - 30 + i * 0.5 for i in range(45)]
     limits = ReportingLimits(2005)
     limits.minute.extend(before)
     limits.window_start, limits.used = before[0], 45
     limited.state.reporting.limits[key_hash(REPORTING_KEY)] = limits
-    source = source_for(collector)
-    source.snapshot = {"recent": before, "day_start": before[0], "day_used": 45}
-    source.save()
-    results = run_until_done(source, frozen)
-    assert len(results) >= 2  # it waited for the minute's window once at least
+    fingerprint = crypto.key_fingerprint(REPORTING_KEY)
+    ApiKeyUsage.objects.create(
+        api="reporting", key_hash=fingerprint, recent=[[t, "x", True] for t in before]
+    )
+    a = source_for(collector, "A")
+    b = source_for(collector, "B", data_types=["users", "groups"])
+    results = run_until_done([a, b], frozen)
+    assert sum(1 for r in results if r.requests) >= 3  # both waited for the minute
     assert {r.status for r in limited.requests} == {200}
     times = before + [r.time for r in limited.requests]
-    assert max(sum(1 for u in times if t - 60 < u <= t) for t in times) == 50
+    assert in_any_window(times, 60.0) == 50
+    assert in_any_window([r.time for r in limited.requests], 1.0) <= 4
+    sent = len(limited.requests)
+    assert ledger.window("reporting", fingerprint).used == sent  # each counted
+    a.refresh_from_db()
+    b.refresh_from_db()
+    counted = [*a.snapshot["requests"].values(), *b.snapshot["requests"].values()]
+    assert sum(counted) == sent  # per data type, for the projection
+    assert ledger.window("events", fingerprint).used == 0  # another API's key
 
 
 def test_it_waits_out_the_rolling_daily_limit_with_a_warning(
     limited, frozen, collector
 ):
-    started = NOW.timestamp() - 3600
+    """The rolling 24 h limit of a key, shared by its sources: never passed,
+    a Warning with the time it frees up, collection resumed then."""
+    started = NOW - timedelta(hours=1)
     limits = ReportingLimits(2005)
-    limits.window_start, limits.used = started, 2000
+    limits.window_start, limits.used = started.timestamp(), 2000
     limited.state.reporting.limits[key_hash(REPORTING_KEY)] = limits
-    source = source_for(collector, licensed_users=5)
-    source.snapshot = {"day_start": started, "day_used": 2000}
-    source.save()
-    run(source.pk)
-    assert len(limited.requests) == 5
-    source.refresh_from_db()
-    frees = datetime.fromtimestamp(started + 86_400, UTC)
-    assert source.next_attempt_at == frees
-    warning = HealthEvent.objects.get(source=source, resolved_at=None)
-    assert warning.severity == "warning" and "Reporting" in warning.message
-    assert frees.strftime("%H:%M UTC") in warning.message
-    assert "2,000 requests plus the licensed users" in warning.suggested_fix
-    run_until_done(source, frozen)
+    fingerprint = crypto.key_fingerprint(REPORTING_KEY)
+    ApiKeyUsage.objects.create(
+        api="reporting",
+        key_hash=fingerprint,
+        used=2000,
+        window_opened_at=started,
+        window_resets_at=started + timedelta(hours=24),
+    )
+    a = source_for(collector, "A", licensed_users=5)
+    b = source_for(collector, "B", data_types=["users"])
+    run(a.pk)
+    assert len(limited.requests) == 5  # 2,000 + 5 licensed users
+    assert run(b.pk).outcome == "budget_spent"
+    assert len(limited.requests) == 5  # B sent nothing past the shared budget
+    frees = started + timedelta(hours=24)
+    for source in (a, b):
+        source.refresh_from_db()
+        assert source.next_attempt_at == frees
+        warning = HealthEvent.objects.get(source=source, resolved_at=None)
+        assert warning.severity == "warning" and "Reporting" in warning.message
+        assert frees.strftime("%H:%M UTC") in warning.message
+        assert "2,000 requests plus the licensed users" in warning.suggested_fix
+    run_until_done([a, b], frozen)
     assert {r.status for r in limited.requests} == {200}
-    assert not HealthEvent.objects.filter(source=source, resolved_at=None).exists()
+    assert not HealthEvent.objects.filter(resolved_at=None).exists()
+    window = ledger.window("reporting", fingerprint)
+    assert window.opened_at >= frees
+    assert window.used == len(limited.requests) - 5

@@ -147,8 +147,15 @@ def quota(ctx: RunContext, until: datetime | None, exc: QuotaExceeded | None) ->
         else:
             until = ledger.window(ctx.api, ctx.key_hash, now).resets_at
         ratelimit.mark_quota_exhausted(ctx.key_hash, until, ctx.api)
-        ledger.learn(ctx.api, ctx.key_hash)
+        if ctx.api == ledger.EVENTS:  # The Reporting API's limit is documented.
+            ledger.learn(ctx.api, ctx.key_hash)
     lifecycle.schedule(ctx.source_id, ctx.owner, until, streak=None)
+    _quota_warning(ctx, until)
+    ctx.result.outcome = "quota_exceeded"
+
+
+def _quota_warning(ctx: RunContext, until: datetime) -> None:
+    """The Warning of a spent daily quota, with the time it frees up."""
     when = until.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
     if ctx.source is not None and ctx.source.kind == "reporting":
         what = "The daily limit of this Reporting API key is spent"
@@ -166,7 +173,6 @@ def quota(ctx: RunContext, until: datetime | None, exc: QuotaExceeded | None) ->
         ),
         severity=Severity.WARNING,
     )
-    ctx.result.outcome = "quota_exceeded"
     logger.warning("source %s: daily quota spent until %s", ctx.source_id, when)
 
 
@@ -181,6 +187,10 @@ def budget_spent(ctx: RunContext) -> None:
     ctx.result.outcome = "budget_spent"
     logger.info("source %s: daily budget used up; next at %s", ctx.source_id, until)
     source = ctx.source
+    if ctx.api == ledger.REPORTING:
+        # The rolling limit is KnowBe4's documented one: say when it frees up.
+        _quota_warning(ctx, until)
+        return
     if source is None or source.state not in (
         lifecycle.SourceState.STARTED,
         lifecycle.SourceState.INITIALIZED,

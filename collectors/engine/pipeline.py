@@ -107,10 +107,7 @@ def collect(ctx: RunContext) -> None:
     if not lifecycle.finish_run(ctx.source, ctx.owner, finish.next_at, **values):
         raise Abandon
     health.resolve(ctx.source)
-    if ctx.source.kind == "events":
-        # The governor projects the events stream's requests; a Reporting
-        # source keeps its own limits in its snapshot checkpoint.
-        governor.review(ctx.source, ctx.budget)
+    governor.review(ctx.source, ctx.budget)
     ctx.result.outcome = "more" if ctx.result.more else "caught_up"
 
 
@@ -146,9 +143,8 @@ def prepare(ctx: RunContext, now: datetime) -> bool:
     blocked = ratelimit.quota_blocked_until(ctx.key_hash, ctx.api)
     if blocked and blocked > now:
         raise QuotaBlocked(blocked)
-    if source.kind == "events":
-        group = governor.siblings(source)
-        ctx.budget = governor.budget_of(group, ctx.key_hash)[0]
+    group = governor.siblings(source)
+    ctx.budget = governor.budget_of(group, ctx.key_hash)[0]
     # Every request of the run is taken from the key's budget before it goes.
     ctx.limiter = ratelimit.limiter_for(ctx.key_hash, ctx.api, ctx.budget)
     return True

@@ -23,17 +23,21 @@ not seen (`versions.VersionWriter.deletions`). `gone` (kept between
 snapshots) lists the records deleted now, whose return is stored with a
 salted hash (`records.returned`).
 
-Limits: the shared per-key limiter keeps 4 requests a second; the checkpoint
-keeps the last 50 request times (a 51st within 60 s waits in the schedule,
-not in a sleep) and the rolling daily count from the first request (2,000 +
-licensed users per 24 h): when it is spent the source shows a Warning with
-the time it frees up and resumes then.
+Limits, per Reporting key and shared by every source using it: the limiter
+keeps 4 requests a second and the burst of 50 a minute (a wait longer than a
+few seconds is left to the schedule, not slept), and takes each request from
+the key's rolling daily window in the quota ledger before it is sent (2,000 +
+licensed users per 24 h from the first request, `governor.budget_of`): when
+it is spent the source shows a Warning with the time it frees up and resumes
+then. The checkpoint counts each snapshot's requests per data type, from
+which the governor projects the requests per day.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from django.conf import settings
 from django.db import reset_queries, transaction
 from django.utils import timezone
 
@@ -42,12 +46,9 @@ from collectors.choices import SourceState
 from collectors.engine import versions
 from collectors.engine.context import Abandon, Finish, RunContext
 from collectors.knowbe4 import records
-from collectors.knowbe4.reporting import (
-    NotFound,
-    QuotaExceeded,
-    ReportingClient,
-    child_path,
-)
+from collectors.knowbe4.records import settings_of
+from collectors.knowbe4.reporting import NotFound, ReportingClient, child_path
+from collectors.ratelimit import WaitLonger
 
 CALLBACK = {"campaign_type": "callback"}
 # The recipients' data type of each kind of security test.
@@ -55,23 +56,7 @@ RECIPIENTS = {
     "phishing_test": "phishing_recipient",
     "callback_test": "callback_recipient",
 }
-BURST_LIMIT = 50
-BURST_WINDOW = 60.0
-DAILY_BASE = 2000
-DAILY_WINDOW = 86_400.0
-
-
-def settings_of(source) -> dict:
-    """A Reporting source's settings with their defaults."""
-    conf = dict(source.reporting or {})
-    return {
-        "data_types": list(conf.get("data_types") or records.DEFAULT_DATA_TYPES),
-        "poll_hours": int(conf.get("poll_hours") or records.DEFAULT_POLL_HOURS),
-        "licensed_users": int(conf.get("licensed_users") or 0),
-        "recipients_days": int(
-            conf.get("recipients_days", records.DEFAULT_RECIPIENTS_DAYS)
-        ),
-    }
+__all__ = ["SnapshotReader", "children", "plan", "settings_of", "wants_recipients"]
 
 
 def plan(conf: dict, history_done: bool) -> list[dict]:
@@ -173,18 +158,16 @@ class SnapshotReader:
         writer = versions.VersionWriter(source)
         with ReportingClient(source.base_url.url, ctx.secret) as client:
             while state["i"] < len(state["tasks"]):
-                wait = self._wait(ctx, state, conf)
-                if wait is not None:
-                    return Finish(wait, {"snapshot": state})
                 if ctx.out_of_budget():
                     ctx.result.more = True
                     return Finish(timezone.now(), {"snapshot": state})
-                state = self._step(ctx, client, writer, state, conf)
-        done = {
-            k: state[k]
-            for k in ("recent", "day_start", "day_used", "gone")
-            if k in state
-        }
+                try:
+                    state = self._step(ctx, client, writer, state, conf)
+                except WaitLonger as wait:  # the burst limit: come back then
+                    at = datetime.fromtimestamp(wait.at, UTC)
+                    return Finish(at, {"snapshot": state})
+        done = {k: state[k] for k in ("gone",) if k in state}
+        done["requests"] = state.get("spent", {})
         done["history_done"] = state.get("history_done") or any(
             t["type"] == "account_risk_score" for t in state["tasks"]
         )
@@ -192,40 +175,19 @@ class SnapshotReader:
         next_at = timezone.now() + timedelta(hours=conf["poll_hours"])
         return Finish(next_at, {"snapshot": done})
 
-    def _wait(self, ctx: RunContext, state: dict, conf: dict) -> datetime | None:
-        """When the next request may go within the burst limit (None: now);
-        QuotaExceeded when the rolling daily limit is spent."""
-        now = timezone.now().timestamp()
-        recent = [t for t in state.get("recent", []) if t > now - BURST_WINDOW]
-        state["recent"] = recent
-        start = state.get("day_start")
-        if start is not None and now >= start + DAILY_WINDOW:
-            state["day_start"], state["day_used"], start = None, 0, None
-        daily = DAILY_BASE + conf["licensed_users"]
-        if start is not None and state.get("day_used", 0) >= daily:
-            # The pipeline's quota handling: a Warning with the time it frees
-            # up, the key blocked for every source until then.
-            raise QuotaExceeded(
-                "limit_exceeded",
-                f"The daily limit ({daily:,} requests in 24 hours) is spent.",
-                retry_after=max(1.0, start + DAILY_WINDOW - now),
-            )
-        if len(recent) >= BURST_LIMIT:
-            return datetime.fromtimestamp(recent[-BURST_LIMIT] + BURST_WINDOW, UTC)
-        return None
-
     def _step(self, ctx, client, writer, state: dict, conf: dict) -> dict:
         """One request of the current task, then its commit; the new state."""
         task = state["tasks"][state["i"]]
+        # WaitLonger (burst) or BudgetSpent (the key's daily window) before
+        # anything is sent; a request sent is counted, failed or not.
+        ctx.limiter.acquire(longest=settings.COLLECTION_INLINE_RETRY_AFTER)
         # The ids this list's earlier pages held (None: not tracked, a
         # checkpoint from before tombstones), for its deletions.
         prior = state.get("seen") if state["page"] > 1 else []
         now = timezone.now()
-        state = {**state, "recent": [*state.get("recent", []), now.timestamp()]}
-        if state.get("day_start") is None:
-            state["day_start"] = now.timestamp()
-        state["day_used"] = state.get("day_used", 0) + 1
-        ctx.limiter.acquire()
+        spent = dict(state.get("spent", {}))
+        spent[task["type"]] = spent.get(task["type"], 0) + 1
+        state = {**state, "spent": spent}
         ctx.result.requests += 1
         last, page_records = True, []
         try:

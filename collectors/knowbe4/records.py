@@ -33,6 +33,34 @@ DEFAULT_DATA_TYPES = ["phishing"]
 DEFAULT_POLL_HOURS = 24
 DEFAULT_RECIPIENTS_DAYS = 14
 
+
+def settings_of(source) -> dict:
+    """A Reporting source's settings (`Source.reporting`) with their defaults:
+    read by the snapshot reader and by the quota governor."""
+    conf = dict(source.reporting or {})
+    return {
+        "data_types": list(conf.get("data_types") or DEFAULT_DATA_TYPES),
+        "poll_hours": int(conf.get("poll_hours") or DEFAULT_POLL_HOURS),
+        "licensed_users": int(conf.get("licensed_users") or 0),
+        "recipients_days": int(conf.get("recipients_days", DEFAULT_RECIPIENTS_DAYS)),
+    }
+
+
+# The message types each setting's data type reads (its endpoints' records).
+MESSAGE_TYPES_OF = {
+    "phishing": (
+        "phishing_test",
+        "phishing_recipient",
+        "callback_test",
+        "callback_recipient",
+    ),
+    "users": ("user",),
+    "groups": ("group", "group_member"),
+    "training": ("training_campaign", "training_enrollment"),
+    "account": ("account", "account_risk_score"),
+}
+
+
 # Message data types (the Messages page's filter): label per stored type.
 MESSAGE_TYPES = {
     "events": "User events",

@@ -93,12 +93,7 @@ def _render_form(request, form: SourceForm, source: Source | None = None):
             "source": source,
             "open_events": open_events,
             "nav": "collection",
-            # The quota projection is the events stream's (the governor).
-            **(
-                {}
-                if getattr(form, "is_reporting", False)
-                else governor.figures(source or form.instance)
-            ),
+            **governor.figures(source or form.instance),
         },
     )
 
