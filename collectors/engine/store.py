@@ -46,9 +46,6 @@ COLUMNS = (
     "user_email",
 )
 
-# `raw`: the event as received, compact, key order kept, non-ASCII as is.
-RAW_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-
 
 def time_adapter():
     """A fast datetime -> database value function (what Django's would give).
@@ -154,11 +151,12 @@ def _width(column: str) -> int:
     return LogMessage._meta.get_field(column).max_length
 
 
-def _raw_json(event: dict) -> str:
-    """`raw`: the event as received; \\u escapes for what UTF-8 cannot encode
-    (a lone surrogate sent as \\ud800), so the database can hold it."""
-    raw = RAW_JSON.encode(event)
-    if not raw.isascii():
+def _raw_json(event: dict, native: bool = False) -> str:
+    """`raw`: the event as received, compact, key order kept, non-ASCII as is;
+    \\u escapes for what UTF-8 cannot encode (a lone surrogate sent as
+    \\ud800), so the database can hold it. `native`: see `events.dumps`."""
+    raw = events.dumps(event, native)
+    if not native and not raw.isascii():
         try:
             raw.encode("utf-8")
         except UnicodeEncodeError:
@@ -235,11 +233,13 @@ class MessageWriter:
             good, rejected = [], [events.whole_page(page.body, page.unreadable)]
         else:
             good, rejected = self.split_entries(page.events, page.body)
-        return Prepared(page, self.rows(good, timezone.now()), rejected)
+        rows = self.rows(good, timezone.now(), native=page.native)
+        return Prepared(page, rows, rejected)
 
-    def row(self, event: dict, received) -> tuple:
+    def row(self, event: dict, received, native: bool = False) -> tuple:
         """One LogMessage row (COLUMNS order) of a storable event: the raw JSON
-        as received and the metadata, already adapted for the database."""
+        as received and the metadata, already adapted for the database.
+        `native`: the event was parsed by orjson (`events.loads`)."""
         event_type = event.get("event_type")
         risk = event.get("risk")
         user = event.get("user")
@@ -248,7 +248,7 @@ class MessageWriter:
         return (
             self.source.pk,
             event["id"],
-            _raw_json(event),
+            _raw_json(event, native),
             self.adapt_time(events.parse_occurred(event["occurred_date"])),
             received,
             *self.metadata,
@@ -263,13 +263,15 @@ class MessageWriter:
             _text(email, self.email_max),
         )
 
-    def rows(self, good: list[dict], received: datetime) -> list[tuple]:
+    def rows(
+        self, good: list[dict], received: datetime, native: bool = False
+    ) -> list[tuple]:
         """The rows of storable events, each id once (a page may repeat one)."""
         by_id: dict[str, dict] = {}
         for event in good:
             by_id.setdefault(event["id"], event)
         at = self.adapt_time(received)
-        return [self.row(e, at) for e in by_id.values()]
+        return [self.row(e, at, native) for e in by_id.values()]
 
     def insert(self, rows: list[tuple]) -> tuple[int, list[events.Rejected]]:
         """INSERT the rows, skipping (source, event id) already stored; return

@@ -59,7 +59,7 @@ class VersionWriter:
                 after = gone.get(v.record_id) if gone else None
                 good.append(v if after is None else records.returned(v, after))
             except records.PoisonRecord as exc:
-                raw = store.RAW_JSON.encode(record).encode("utf-8", "surrogatepass")
+                raw = events.dumps(record).encode("utf-8", "surrogatepass")
                 bad.append(
                     events.Rejected(
                         raw,

