@@ -7,6 +7,8 @@ a message on the field that broke it; saving happens in one transaction.
 
 from __future__ import annotations
 
+import copy
+
 from django import forms
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -610,3 +612,59 @@ class ReportingSourceForm(SourceForm):
             "recipients_days": data["recipients_days"],
         }
         return super().save(commit)
+
+
+class QuotaFiguresForm(forms.Form):
+    """The settings the quota figures depend on, as typed in a source form's
+    Advanced section (the live figures): the source form's own fields, with
+    their rules and messages, applied to a copy of the source that is never
+    saved. Nothing else of the form is read (never the API key)."""
+
+    EVENTS = (
+        "rescan_days",
+        "rescan_interval_minutes",
+        "collect_today",
+        "today_poll_minutes",
+        "licensed_users",
+    )
+    REPORTING = ("data_types", "poll_hours", "reporting_licensed_users")
+
+    def __init__(self, data, *, reporting: bool) -> None:
+        super().__init__(data)
+        self.reporting = reporting
+        form = ReportingSourceForm if reporting else SourceForm
+        model_fields = {f.name: f for f in Source._meta.get_fields()}
+        for name in self.REPORTING if reporting else self.EVENTS:
+            field = self.fields[name] = copy.deepcopy(form.base_fields[name])
+            if name in form._meta.fields:  # the model's rules, checked on Save
+                extra = model_fields[name].validators
+                field.validators += [v for v in extra if v not in field.validators]
+
+    def messages(self) -> list[str]:
+        """'Label: message' for each field that breaks its rule."""
+        return [
+            f"{self.fields[name].label}: {' '.join(errors)}"
+            for name, errors in self.errors.items()
+        ]
+
+    def applied_to(self, source: Source) -> Source:
+        """`source` (unsaved or stored) with the typed values, for figures."""
+        data = self.cleaned_data
+        if self.reporting:
+            source.kind = "reporting"
+            source.reporting = {
+                **(source.reporting or {}),
+                "data_types": list(data["data_types"]),
+                "poll_hours": data["poll_hours"],
+                "licensed_users": data.get("reporting_licensed_users") or 0,
+            }
+            return source
+        source.rescan_days = data["rescan_days"]
+        source.rescan_interval_minutes = data.get("rescan_interval_minutes")
+        source.collect_today = bool(data.get("collect_today"))
+        poll = data.get("today_poll_minutes")
+        source.today_poll_minutes = (
+            poll or Source._meta.get_field("today_poll_minutes").default
+        )
+        source.licensed_users = data.get("licensed_users")
+        return source

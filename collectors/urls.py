@@ -37,6 +37,11 @@ urlpatterns: list = [
         sources.source_test_connection_reporting,
         name="source-test-connection-reporting",
     ),
+    path(
+        "sources/quota-figures/",
+        sources.source_quota_figures,
+        name="source-quota-figures",
+    ),
     path("sources/<int:pk>/delete/", sources.source_delete, name="source-delete"),
     path("fields/", fields.fields, name="fields"),
     path("fields/add/", fields.field_add, name="field-add"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from django.urls import reverse
+from playwright.sync_api import expect
 
 from collectors.models import FieldDefinition, Source
 from tests.cast import make_collector, make_field, make_source
@@ -40,6 +41,17 @@ def test_it_adds_a_source_with_fields(page, live_server):
 
     page.select_option("select[name=base_url_key]", "eu")
     page.fill("input[name=api_key]", "browser-key-0123456789")
+
+    # The Advanced section's quota figures follow what is typed.
+    page.click("details.advanced summary")
+    budget = page.locator(".quota-live .quota-budget")
+    expect(budget).to_contain_text("not known yet")
+    page.locator("input[name=licensed_users]").type("75")
+    expect(budget).to_have_text("750 requests")
+    page.locator("input[name=licensed_users]").fill("0")
+    expect(page.locator(".quota-live [role=alert]")).to_contain_text("Licensed users")
+    page.locator("input[name=licensed_users]").fill("120")
+    expect(budget).to_have_text("1,200 requests")
     page.screenshot(path=str(artifacts_dir() / "add-source-form.png"), full_page=True)
     page.click("button[type=submit]:has-text('Save')")
 
@@ -53,6 +65,7 @@ def test_it_adds_a_source_with_fields(page, live_server):
         "cost_center": "42",
     }
     assert not FieldDefinition.objects.filter(name="cost_center").exists()
+    assert source.licensed_users == 120
 
 
 def test_it_hides_the_auto_add_option_when_every_key_is_known(page, live_server):

@@ -16,6 +16,7 @@ from collectors import connection, crypto, governor
 from collectors.choices import SourceState
 from collectors.forms import (
     ConnectionTestForm,
+    QuotaFiguresForm,
     ReportingConnectionTestForm,
     ReportingSourceForm,
     SourceForm,
@@ -224,4 +225,41 @@ def _test_connection(request, form_class, check):
         if fragment
         else "collectors/connection_result.html",
         {"outcome": outcome, "nav": "collection"},
+    )
+
+
+def _figures_source(request) -> Source | None:
+    """The source the live figures are for: the stored one being edited (its
+    key and its siblings'), or a new unsaved one of the form's kind; None
+    when `source` names none."""
+    pk = request.GET.get("source", "")
+    if not pk:
+        kind = "reporting" if request.GET.get("kind") == "reporting" else "events"
+        return Source(kind=kind)
+    if not pk.isdigit():
+        return None
+    return Source.objects.filter(pk=int(pk)).first()
+
+
+@require(MANAGE)
+@require_safe
+def source_quota_figures(request):
+    """The Advanced section's quota figures for the values being typed (the
+    form's script swaps this fragment in while the user edits): budget, used,
+    left, reset, projected per day. Nothing is saved; a value that breaks its
+    rule gets the form's own message instead of figures."""
+    source = _figures_source(request)
+    if source is None:
+        errors = ["The source of this form no longer exists."]
+    else:
+        form = QuotaFiguresForm(request.GET, reporting=source.kind == "reporting")
+        errors = [] if form.is_valid() else form.messages()
+    if errors:
+        return render(
+            request, "collectors/_quota_plan.html", {"quota_errors": errors}, status=400
+        )
+    return render(
+        request,
+        "collectors/_quota_plan.html",
+        governor.figures(form.applied_to(source)),
     )
