@@ -66,13 +66,25 @@ def take(
     (None: no known budget, always counted). True: send it; False: the budget
     is spent until the window resets, do not send.
 
-    One statement: a window past its reset starts over at this request;
-    otherwise the count goes up by one only while it is below `budget`.
+    One UPDATE (`_count`): a window past its reset starts over at this
+    request; otherwise the count goes up by one only while it is below
+    `budget`. Only when it changed nothing is the row looked for (and made,
+    for a key's first request).
     """
     now = now or timezone.now()
     if budget is not None and budget < 1:
         return False
+    if _count(api, key_hash, budget, now):
+        return True
+    # Nothing changed: the budget is spent, or the key has no row yet.
+    if ApiKeyUsage.objects.filter(api=api, key_hash=key_hash).exists():
+        return False
     _row(api, key_hash)
+    return _count(api, key_hash, budget, now)
+
+
+def _count(api: str, key_hash: str, budget: int | None, now: datetime) -> bool:
+    """The one UPDATE: True when this request was counted."""
     live = Q(window_resets_at__gt=now)
     rows = ApiKeyUsage.objects.filter(api=api, key_hash=key_hash)
     if budget is not None:

@@ -33,9 +33,10 @@ def _fast_password_hashing():
 
 @pytest.fixture(autouse=True, scope="session")
 def _fresh_redis_limiter_state():
-    """The Redis limiter keeps per-key counts (requests today) in real time,
-    outside the test database, so a second run on the same day would inherit
-    the first run's counts. Start every session from none."""
+    """The Redis limiter keeps each key's last request times in real time,
+    outside the test database, so a second run soon after would inherit the
+    first run's. Start every session from none (the daily counts are in the
+    database ledger)."""
     from django.conf import settings
 
     from collectors import ratelimit

@@ -285,13 +285,18 @@ def test_it_takes_each_request_from_the_budget_before_it_goes(db, settings):
     assert [done for _at, _tok, done in row.recent] == [False, False, True]
 
 
-def test_it_counts_requests_of_the_null_limiter_too(db, settings):
+def test_it_keeps_a_known_budget_with_the_limits_off(db, settings):
     settings.KNOWBE4_RATE_LIMIT = False
     lim = limiter_for("key-null", budget=1)
     lim.acquire()
     with pytest.raises(ratelimit.BudgetSpent):
         lim.acquire()
     assert requests_today("key-null") == 1
+    # No budget: a benchmark's requests go uncounted (no write per request).
+    free = limiter_for("key-free")
+    for _ in range(3):
+        free.acquire()
+    assert requests_today("key-free") == 0
 
 
 class FakeClock:

@@ -375,3 +375,31 @@ def test_it_waits_out_the_rolling_daily_limit_with_a_warning(
     window = ledger.window("reporting", fingerprint)
     assert window.opened_at >= frees
     assert window.used == len(limited.requests) - 5
+
+
+def test_it_waits_out_a_daily_limit_spent_elsewhere_with_a_warning(
+    limited, frozen, collector
+):
+    """KnowBe4's own 429 for the daily limit (the key spent by something
+    else): a Warning with the time it frees up, the key blocked for every
+    Reporting source using it until then, no second request."""
+    started = NOW - timedelta(hours=3)
+    limits = ReportingLimits(2005)
+    limits.window_start, limits.used = started.timestamp(), 2005
+    limited.state.reporting.limits[key_hash(REPORTING_KEY)] = limits
+    a = source_for(collector, "A", licensed_users=5)
+    b = source_for(collector, "B")
+    assert run(a.pk).outcome == "quota_exceeded"
+    assert [r.status for r in limited.requests] == [429]
+    frees = started + timedelta(hours=24)
+    fingerprint = crypto.key_fingerprint(REPORTING_KEY)
+    blocked = ratelimit.quota_blocked_until(fingerprint, "reporting")
+    assert abs(blocked - frees) <= timedelta(seconds=1)
+    assert ratelimit.quota_blocked_until(fingerprint, "events") is None
+    a.refresh_from_db()
+    assert a.next_attempt_at == blocked
+    warning = HealthEvent.objects.get(source=a, resolved_at=None)
+    assert warning.severity == "warning" and warning.error_code == "limit_exceeded"
+    assert blocked.strftime("%Y-%m-%d %H:%M UTC") in warning.message
+    assert run(b.pk).outcome == "quota_exceeded"
+    assert len(limited.requests) == 1  # B waits too, without a request
