@@ -10,7 +10,8 @@ the engine's limiter off) through the real pipeline in this process; the
 sandbox's request log gives the requests per list. It prints, per list, the
 records, the requests made and ceil(records/500), then the totals, the
 versions stored and the seconds taken (on a shared machine, a rough figure;
-past 50 requests the burst limit of 50 a minute sets the pace). A bare array
+the limiter is off, so the burst limit of 50 a minute does not pace it: with
+the limits on, past 50 requests it would). A bare array
 has no "last page" flag: a list of exactly k x 500 records costs one more
 request, the empty page that ends it.
 """

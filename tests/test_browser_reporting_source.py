@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 from django.urls import reverse
+from playwright.sync_api import expect
 
 from collectors.engine import run
 from collectors.models import LogMessage, Source
@@ -44,6 +45,12 @@ def test_it_adds_a_reporting_source_and_shows_its_phishing_tests(
         assert not Source.objects.exists()  # testing saves nothing
         assert page.locator("input[name=data_types][value=phishing]").is_checked()
         page.check("input[name=data_types][value=users]")
+        # The Advanced section's limit figures follow what is typed.
+        page.click("details.advanced summary")
+        budget = page.locator(".quota-live .quota-budget")
+        expect(budget).to_have_text("2,000 requests")
+        page.locator("input[name=reporting_licensed_users]").type("300")
+        expect(budget).to_have_text("2,300 requests")
         page.screenshot(
             path=str(artifacts_dir() / "add-reporting-source-form.png"), full_page=True
         )
