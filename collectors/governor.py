@@ -253,7 +253,8 @@ def plan(source: Source, now: datetime | None = None) -> Plan:
     budget, learned = budget_of(group, key_hash)
     window = ledger.window(source.kind, key_hash, now)
     if source.kind == ledger.REPORTING:
-        stored = stored_records([s.pk for s in group if s.pk is not None])
+        # Counted only for sources with a data type no snapshot has read yet.
+        stored = stored_records([s.pk for s in group if _estimated(s)])
         costs = {s.pk: reporting_cost(s, stored.get(s.pk, {})) for s in group}
         return Plan(
             budget,
@@ -286,6 +287,20 @@ def stored_records(source_ids: list[int]) -> dict[int, dict[str, int]]:
     for pk, data_type, n in rows:
         out.setdefault(pk, {})[data_type] = n
     return out
+
+
+def _last_counts(source: Source) -> dict[str, int]:
+    """The last complete snapshot's requests per message type."""
+    return dict((source.snapshot or {}).get("requests") or {})
+
+
+def _estimated(source: Source) -> bool:
+    """Whether some selected data type has no snapshot count to go by."""
+    last = _last_counts(source)
+    return source.pk is not None and any(
+        not any(t in last for t in records.MESSAGE_TYPES_OF.get(kind, ()))
+        for kind in records.settings_of(source)["data_types"]
+    )
 
 
 def _list_pages(count: int) -> int:
@@ -326,7 +341,7 @@ def reporting_cost(source: Source, stored: dict[str, int]) -> ReportingCost:
     that type, else an estimate from the records stored), times the
     snapshots its poll interval fits in 24 hours."""
     conf = records.settings_of(source)
-    last = dict((source.snapshot or {}).get("requests") or {})
+    last = _last_counts(source)
     per_snapshot = {}
     for kind in conf["data_types"]:
         if kind not in records.MESSAGE_TYPES_OF:

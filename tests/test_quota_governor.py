@@ -361,3 +361,24 @@ def test_it_shows_a_reporting_keys_figures_on_its_page_and_forms(
     ).content.decode()
     assert '<dd class="quota-budget"><strong>2,000</strong> requests' in added
     assert "24 hours after the next request" in added
+
+
+@pytest.mark.django_db
+def test_it_counts_stored_records_only_for_data_types_no_snapshot_read(
+    clock, collector
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    source = reporting_source(collector, data_types=["users"])
+    source.snapshot = {"requests": {"user": 3}}
+    source.save()
+    with CaptureQueriesContext(connection) as queries:
+        assert governor.plan(source).costs[source.pk].per_snapshot == {"users": 3}
+    assert not any("COUNT(DISTINCT" in q["sql"].upper() for q in queries)
+    source.reporting = {"data_types": ["users", "groups"]}
+    source.save()
+    with CaptureQueriesContext(connection) as queries:
+        per_snapshot = governor.plan(source).costs[source.pk].per_snapshot
+    assert per_snapshot == {"users": 3, "groups": 1}
+    assert any("COUNT(DISTINCT" in q["sql"].upper() for q in queries)
