@@ -131,3 +131,14 @@ def test_it_tests_the_connection_in_place_without_saving(page, live_server, sett
         assert [r.status for r in sandbox.requests if r.path == "/events"] == [401, 200]
     assert not Source.objects.exists()  # Nothing was saved.
     assert page.url.endswith(reverse("source-add", args=[collector.pk]))
+
+
+def test_it_shows_the_figures_of_the_values_sent_after_a_failed_save(page, live_server):
+    collector = make_collector("Production")
+    page.goto(live_server.url + reverse("source-add-reporting", args=[collector.pk]))
+    page.click("details.advanced summary")
+    page.fill("input[name=reporting_licensed_users]", "300")
+    page.click("button[type=submit]:has-text('Save')")  # no name, region or key
+    expect(page.locator("#error-summary")).to_be_visible()
+    assert page.input_value("input[name=reporting_licensed_users]") == "300"
+    expect(page.locator(".quota-live .quota-budget")).to_have_text("2,300 requests")

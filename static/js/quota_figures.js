@@ -51,4 +51,7 @@
 
   form.addEventListener("input", changed);
   form.addEventListener("change", changed);
+  // After a failed Save the page shows the stored settings' figures: show
+  // those of the values sent back instead.
+  if (document.getElementById("error-summary")) refresh();
 })();
