@@ -171,3 +171,38 @@ def test_it_refuses_to_run_with_debug_off(settings, db, monkeypatch):
         call_command("run_all", "--addr", "127.0.0.1:0")
     assert started == []
     assert not get_user_model().objects.exists()
+
+
+def test_it_stops_every_child_when_a_second_sigterm_comes_while_stopping(
+    monkeypatch,
+):
+    """`kill -- -PGID` of `make run` signals this command and make, which
+    forwards its SIGTERM: the second one, arriving while the children were
+    being stopped, raised KeyboardInterrupt out of stop_all and the children
+    after the first kept running."""
+    sleeper = [sys.executable, "-c", "import time; time.sleep(600)"]
+    procs = [subprocess.Popen(sleeper, start_new_session=True) for _ in range(3)]
+    before = signal.signal(signal.SIGTERM, run_all._interrupt)
+    real = run_all._signal_group
+    sent = []
+
+    def second_sigterm_on_first_call(proc, sig):
+        if not sent:
+            sent.append(sig)
+            os.kill(os.getpid(), signal.SIGTERM)  # make's forwarded SIGTERM
+        real(proc, sig)
+
+    monkeypatch.setattr(run_all, "_signal_group", second_sigterm_on_first_call)
+    try:
+        try:
+            run_all.stop_all(procs, grace=0.2)
+        except KeyboardInterrupt:
+            pytest.fail("the second SIGTERM aborted stop_all")
+        assert sent and [p.poll() is not None for p in procs] == [True] * 3
+        assert signal.getsignal(signal.SIGTERM) is run_all._interrupt  # restored
+    finally:
+        signal.signal(signal.SIGTERM, before)
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()

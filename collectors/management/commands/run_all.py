@@ -37,6 +37,7 @@ SANDBOX_PORT = 8765
 RECEIVER_PORT = 8766
 # SIGTERM, then SIGKILL after this: Ctrl-C must end everything within 5 s.
 STOP_GRACE_SECONDS = 2.0
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 READY_TIMEOUT_SECONDS = 120.0
 
 
@@ -119,12 +120,34 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
         os.killpg(proc.pid, sig)
 
 
+@contextlib.contextmanager
+def _uninterruptible():
+    """Ignore SIGINT and SIGTERM for the duration (the previous handlers come
+    back after), so a second signal cannot abort the stopping half-way."""
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def stop_all(procs, grace: float = STOP_GRACE_SECONDS) -> None:
     """SIGTERM every child's process group, SIGKILL what is left after `grace`.
 
     Killing the group, not only the child, also ends django-q2's worker
-    processes, which would otherwise outlive their cluster.
+    processes, which would otherwise outlive their cluster. A second signal
+    while stopping is ignored: `kill -- -PGID` of `make run` sends SIGTERM to
+    make and to this command, and make forwards its own to this command, so
+    it came twice; the second one's KeyboardInterrupt ended this function
+    after the first child and left the qcluster, the sandbox and the output
+    receiver running, still holding their ports.
     """
+    with _uninterruptible():
+        _stop(procs, grace)
+
+
+def _stop(procs, grace: float) -> None:
     for p in procs:
         _signal_group(p, signal.SIGTERM)
     deadline = time.monotonic() + grace
