@@ -1,7 +1,7 @@
 """Reporting snapshot benchmark: requests per snapshot of a 10,000-user
 account in the sandbox, against the minimum `ceil(records/500)` per list.
 
-    .venv/bin/python bench/bench_reporting.py [--users 10000]
+    .venv/bin/python bench/bench_reporting.py [--users 10000] [--snapshots 2]
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/kb4_bench \\
     .venv/bin/python bench/bench_reporting.py
 
@@ -14,6 +14,11 @@ the limiter is off, so the burst limit of 50 a minute does not pace it: with
 the limits on, past 50 requests it would). A bare array
 has no "last page" flag: a list of exactly k x 500 records costs one more
 request, the empty page that ends it.
+
+`--snapshots N` runs N snapshots one after another and prints each one's
+requests, versions stored and seconds: from the second on, each page's
+records are compared with their latest stored versions (one query a page,
+`VersionWriter.latest`), whose query plan is printed at the end.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--users", type=int, default=10_000)
+    parser.add_argument("--snapshots", type=int, default=1)
     args = parser.parse_args()
     tmp = tempfile.mkdtemp(prefix="kb4-bench-reporting-")
     os.environ.setdefault("DATABASE_URL", f"sqlite:///{tmp}/bench.sqlite3")
@@ -65,22 +71,26 @@ def main() -> None:
         )
         source.set_api_key(sb.reporting_key)
         source.save()
-        started = time.perf_counter()
-        while True:
-            result = run(source.pk, budget_seconds=3600, max_pages=100_000)
-            source.refresh_from_db()
-            if not source.snapshot.get("tasks"):
-                break
-            Source.objects.filter(pk=source.pk).update(next_attempt_at=None)
-        seconds = time.perf_counter() - started
+        runs, first = [], []
+        for n in range(args.snapshots):
+            if n:
+                first = first or list(sb.requests)
+                sb.clear_requests()
+                Source.objects.filter(pk=source.pk).update(next_attempt_at=None)
+            seconds, stored = _snapshot(run, source, Source)
+            runs.append((len(sb.requests), stored, seconds))
+        seconds = runs[0][2]
         per_path: dict[str, int] = defaultdict(int)
-        for r in sb.requests:
+        for r in first or sb.requests:
             # Callback tests are the same paths asked with campaign_type.
             callback = "campaign_type=callback" in r.query
             per_path[r.path + ("?campaign_type=callback" if callback else "")] += 1
-    counts = defaultdict(int)
-    for (data_type,) in LogMessage.objects.filter(source=source).values_list(
-        "data_type"
+    counts = defaultdict(int)  # records (not versions) per data type
+    for data_type, _ in (
+        LogMessage.objects.filter(source=source)
+        .order_by()
+        .values_list("data_type", "event_id")
+        .distinct()
     ):
         counts[data_type] += 1
     print(f"{args.users:,} users, {settings.DATABASES['default']['ENGINE']}")
@@ -93,9 +103,50 @@ def main() -> None:
         shown = "" if records is None else f"{records:,}"
         print(f"{path:<48} {shown:>8} {n:>9} {least:>9}")
     print(
-        f"total requests {made} (minimum {minimum}), {result.stored:,} versions "
-        f"in the last run, {sum(counts.values()):,} stored, {seconds:.1f} s"
+        f"total requests {made} (minimum {minimum}), "
+        f"{runs[0][1]:,} versions stored, {seconds:.1f} s"
     )
+    for n, (requests, stored, took) in enumerate(runs[1:], start=2):
+        print(f"snapshot {n}: {requests} requests, {stored:,} versions, {took:.1f} s")
+    if args.snapshots > 1:
+        _print_plan(source)
+
+
+def _snapshot(run, source, Source) -> tuple[float, int]:
+    """One whole snapshot (its runs until the plan is done): (s, versions)."""
+    started, stored = time.perf_counter(), 0
+    while True:
+        stored += run(source.pk, budget_seconds=3600, max_pages=100_000).stored
+        source.refresh_from_db()
+        if not source.snapshot.get("tasks"):
+            return time.perf_counter() - started, stored
+        Source.objects.filter(pk=source.pk).update(next_attempt_at=None)
+
+
+def _print_plan(source) -> None:
+    """The plan of one page's latest-versions query (500 users)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from collectors.engine.versions import VersionWriter
+    from collectors.models import LogMessage
+
+    ids = LogMessage.objects.filter(source=source, data_type="user").values_list(
+        "event_id", flat=True
+    )
+    ids = sorted(set(ids))[:500]
+    writer = VersionWriter(source)
+    with CaptureQueriesContext(connection) as queries:
+        started = time.perf_counter()
+        writer.latest("user", ids)
+        took = time.perf_counter() - started
+    sql = queries.captured_queries[-1]["sql"]
+    explain = "EXPLAIN QUERY PLAN " if connection.vendor == "sqlite" else "EXPLAIN "
+    print(f"latest versions of 500 users: {len(queries)} query, {took * 1000:.1f} ms")
+    with connection.cursor() as cursor:
+        cursor.execute(explain + sql.replace("%", "%%"))
+        for row in cursor.fetchall():
+            print("   ", str(row[-1])[:160])
 
 
 def _records(listed: str, counts: dict, sb) -> int | None:

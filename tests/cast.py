@@ -161,11 +161,23 @@ def source_form_data(**overrides) -> dict:
 
 def store_record(source: Source, data_type: str, record: dict, seen) -> None:
     """One KMSAT Reporting record version stored as the snapshot pipeline
-    stores it (records.version: identity, content hash, message time)."""
+    stores it (records.version: content hash, message time; records.follow:
+    the identity after the record's latest version, nothing when unchanged)."""
     from collectors.knowbe4 import records
     from collectors.models import LogMessage
 
-    v = records.version(data_type, record)
+    read = records.version(data_type, record)
+    last = (
+        LogMessage.objects.filter(
+            source=source, data_type=data_type, event_id=read.record_id
+        )
+        .order_by("-id")
+        .first()
+    )
+    latest = last and records.Latest(last.content_hash, last.raw, last.user_email)
+    v = records.follow(read, latest)
+    if v is None:
+        return
     LogMessage.objects.create(
         source=source,
         event_id=v.record_id,

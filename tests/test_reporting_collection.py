@@ -1,9 +1,11 @@
 """A Reporting source collected from the sandbox through the engine pipeline:
-every data type as a change history, exactly once per version, resumable at
-any progress point, recipients only for recent tests, the limits kept."""
+every data type as a change history, exactly once per version (a change back
+to older content a version too), resumable at any progress point, recipients
+only for recent tests, the limits kept."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -14,6 +16,7 @@ import pytest
 from collectors import crypto, ledger, lifecycle, ratelimit
 from collectors.choices import ErrorType
 from collectors.engine import run
+from collectors.knowbe4 import records
 from collectors.knowbe4.sandbox import key_hash
 from collectors.knowbe4.sandbox_reporting import ReportingLimits
 from collectors.models import ApiKeyUsage, HealthEvent, LogMessage, Source
@@ -120,6 +123,71 @@ def test_it_stores_a_record_again_when_it_changed(sb, collector, frozen):
     assert archived.message_time == NOW + timedelta(hours=2)  # its archived_at
 
 
+TOGGLED = 3_000_000_001  # user 1, in groups 1 and 5
+
+
+@pytest.fixture
+def toggle(sb, monkeypatch):
+    """User 1 as the test sets it: `state["comment"]` is its comment, and its
+    time-moving fields are pinned, so its content is the comment's alone (in
+    `/v1/users` and in its groups' members alike)."""
+    data = sb.reporting.data
+    real, state = data.user, {"comment": "A"}
+
+    def user(u, now, **kw):
+        out = real(u, now, **kw)
+        if out["id"] == TOGGLED:
+            out.update(
+                comment=state["comment"], current_risk_score=10.0, last_sign_in=None
+            )
+        return out
+
+    monkeypatch.setattr(data, "user", user)
+    return state
+
+
+def history(source: Source, data_type: str, event_id: str) -> list[LogMessage]:
+    return list(
+        LogMessage.objects.filter(
+            source=source, data_type=data_type, event_id=event_id
+        ).order_by("id")
+    )
+
+
+@pytest.mark.parametrize(
+    ("comments", "stored"),
+    [("ABA", [1, 1, 1]), ("AAA", [1, 0, 0]), ("ABAB", [1, 1, 1, 1])],
+)
+def test_it_stores_each_change_even_back_to_older_content(
+    sb, collector, frozen, toggle, comments, stored
+):
+    """A -> B -> A is three versions, A -> A -> A one, A -> B -> A -> B four:
+    a version is stored when it differs from the record's latest one."""
+    source = source_for(collector, data_types=["users"])
+    new = []
+    for comment in comments:
+        toggle["comment"] = comment
+        new.append(snapshot(source).stored)
+        frozen.shift(timedelta(minutes=1))
+    # The first snapshot stores all 60 users; the others only user 1's changes.
+    assert new == [60 + stored[0] - 1, *stored[1:]]
+    versions_of = history(source, "user", str(TOGGLED))
+    kept = [json_of(v)["comment"] for v in versions_of]
+    assert kept == [c for i, c in enumerate(comments) if i == 0 or c != comments[i - 1]]
+    identities = [v.content_hash for v in versions_of]
+    assert len(set(identities)) == len(identities)
+    assert identities[0] == records.content_hash(json_of(versions_of[0]))
+    for before, after in zip(versions_of, versions_of[1:], strict=False):
+        latest = records.Latest(before.content_hash, before.raw)
+        read = records.version("user", json_of(after))
+        assert records.follow(read, latest).content_hash == after.content_hash
+    assert LogMessage.objects.filter(source=source).count() == 59 + len(kept)
+
+
+def json_of(message: LogMessage) -> dict:
+    return json.loads(message.raw)
+
+
 def test_it_times_a_version_by_the_record_where_it_has_a_time(sb, collector):
     source = source_for(collector, data_types=["phishing", "training", "groups"])
     snapshot(source)
@@ -158,18 +226,24 @@ def test_it_resumes_a_killed_snapshot_storing_each_version_once(sb, collector, k
 
 @pytest.mark.parametrize("kill_at", [1, 2, 3, 5, 8, 9])
 def test_it_resumes_a_killed_snapshot_with_deletions_storing_each_once(
-    sb, collector, frozen, kill_at
+    sb, collector, frozen, toggle, kill_at
 ):
     """A day on, user 5 is archived (out of groups 0 and 5) and user 7 left
     group 2: the tombstones come with the members' last pages, so a kill at
     any of them (or before) rolls them back with the page, and the resumed
-    snapshot stores each exactly once."""
+    snapshot stores each exactly once. User 1 goes A -> B -> A meanwhile (in
+    the users list and as a member of groups 1 and 5): its return to A is
+    stored once, by the killed snapshot too."""
     kinds = ["users", "groups"]
     reference = source_for(collector, "Reference", data_types=kinds)
     source = source_for(collector, "Killed", data_types=kinds)
-    snapshot(reference)
-    snapshot(source)
+    for comment in "AB":
+        toggle["comment"] = comment
+        snapshot(reference)
+        snapshot(source)
+        frozen.shift(timedelta(minutes=5))
     frozen.shift(timedelta(days=1, hours=1))
+    toggle["comment"] = "A"
     snapshot(reference)
     real, calls = lifecycle.commit_page, {"n": 0}
 
@@ -189,6 +263,14 @@ def test_it_resumes_a_killed_snapshot_with_deletions_storing_each_once(
     assert sorted(stored) == sorted(versions(reference))
     deleted = LogMessage.objects.filter(source=source, event_type__endswith="deleted")
     assert deleted.count() == 3
+    for data_type, event_id in [
+        ("user", str(TOGGLED)),
+        ("group_member", f"4100000001:{TOGGLED}"),
+        ("group_member", f"4100000005:{TOGGLED}"),
+    ]:
+        versions_of = history(source, data_type, event_id)
+        assert [json_of(v)["comment"] for v in versions_of] == ["A", "B", "A"]
+        assert len({v.content_hash for v in versions_of}) == 3
     source.refresh_from_db()
     assert "seen" not in source.snapshot
     assert len(source.snapshot["gone"]["group_member"]) == 3

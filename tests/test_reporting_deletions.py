@@ -1,7 +1,10 @@
 """Deletions in a KMSAT Reporting change history: a record present in the
 previous complete read of its list and absent from the next is stored once as
 a tombstone version; one that comes back is stored again, even with content
-equal to a version before its deletion; only complete reads tombstone."""
+equal to a version before its deletion, and its later changes follow the same
+rule as any (a version when it differs from the latest); only complete reads
+tombstone. Versions stored before that rule (identified by their content hash
+alone) are not stored again."""
 
 from __future__ import annotations
 
@@ -122,8 +125,9 @@ def test_it_stores_a_removed_group_member_once_and_its_return(sb, collector, fro
 API = "https://us.api.knowbe4.com/v1/users"
 
 
-def user(n: int) -> dict:
-    return {"id": 3_000_000_000 + n, "email": f"u{n}@example.com", "status": "active"}
+def user(n: int, **overrides) -> dict:
+    doc = {"id": 3_000_000_000 + n, "email": f"u{n}@example.com", "status": "active"}
+    return {**doc, **overrides}
 
 
 class Users:
@@ -166,12 +170,9 @@ def test_it_stores_a_return_with_content_equal_to_before_its_deletion(
     assert [records.is_tombstone(v.raw) for v in two] == [False, True, False, True]
     assert two[0].raw == two[2].raw  # the same content ...
     assert len({v.content_hash for v in two}) == 4  # ... four identities
-    assert (
-        two[2].content_hash
-        == records.returned(
-            records.version("user", user(2)), two[1].content_hash
-        ).content_hash
-    )
+    stone = records.Latest(two[1].content_hash, two[1].raw)
+    returned = records.follow(records.version("user", user(2)), stone)
+    assert two[2].content_hash == returned.content_hash
     assert json.loads(two[3].raw)["previous_version"] == two[2].content_hash
     assert len(history(api_source, "user", "3000000001")) == 1
 
@@ -201,3 +202,82 @@ def test_it_tombstones_only_after_a_complete_read_of_the_list(api_source, frozen
     api_source.refresh_from_db()
     assert "seen" not in api_source.snapshot
     assert set(api_source.snapshot["gone"]["user"]) == {"3000000003", "3000000700"}
+
+
+B = {"status": "archived"}  # user 2's other content
+
+
+def contents(source: Source, event_id: str) -> list[str]:
+    """A record's versions, in order: "A" (active), "B" (archived) or "T"."""
+    out = []
+    for v in history(source, "user", event_id):
+        status = json.loads(v.raw).get("status")
+        out.append("T" if records.is_tombstone(v.raw) else "AB"[status != "active"])
+    return out
+
+
+@responses.activate
+def test_it_stores_changes_after_a_return_by_the_same_rule(api_source, frozen):
+    """A, deleted, back as A, then B, then A: five versions; A again: none."""
+    served = Users([user(1), user(2)])
+    snapshot(api_source)
+    for users in ([user(1)], [user(1), user(2)], [user(1), user(2, **B)]):
+        served.users = users
+        snapshot(api_source)
+    served.users = [user(1), user(2)]
+    assert snapshot(api_source).stored == 1
+    assert snapshot(api_source).stored == 0
+    assert contents(api_source, "3000000002") == ["A", "T", "A", "B", "A"]
+    two = history(api_source, "user", "3000000002")
+    assert len({v.content_hash for v in two}) == 5
+    assert two[0].raw == two[2].raw == two[4].raw
+
+
+@responses.activate
+def test_it_stores_a_record_delivered_twice_in_one_read_once(api_source, frozen):
+    """The API pages by offset: a record can be on two pages of one read (a
+    record before it deleted meanwhile). Equal to its latest version the
+    second time, it is no new version."""
+    everyone = [user(n) for n in range(1, 501)]
+    served = Users([*everyone, user(500), user(501)])
+    assert snapshot(api_source).stored == 501
+    served.users = [*everyone[:-1], user(500, **B), user(500, **B), user(501)]
+    assert snapshot(api_source).stored == 1
+    assert contents(api_source, "3000000500") == ["A", "B"]
+
+
+def store_plainly(source: Source, record: dict, at: datetime) -> None:
+    """A version as stored before versions followed each other: identified
+    by its content hash alone (`records.version`'s)."""
+    v = records.version("user", record)
+    LogMessage.objects.create(
+        source=source,
+        event_id=v.record_id,
+        content_hash=v.content_hash,
+        data_type="user",
+        raw=v.raw,
+        message_time=at,
+        receipt_time=at,
+        source_name=source.name,
+        collector_name=source.collector.name,
+        user_email=v.user_email,
+        event_type=v.event_type,
+    )
+
+
+@responses.activate
+def test_it_keeps_versions_stored_before_the_rule_without_a_duplicate(
+    api_source, frozen
+):
+    """Stored before the upgrade: user 1 as A, user 2 as A then B, by their
+    content hashes. Unchanged since, nothing is stored again; a change back
+    to A is a new version after B."""
+    store_plainly(api_source, user(1), NOW)
+    store_plainly(api_source, user(2), NOW)
+    store_plainly(api_source, user(2, **B), NOW)
+    served = Users([user(1), user(2, **B)])
+    assert snapshot(api_source).stored == 0
+    served.users = [user(1), user(2)]
+    assert snapshot(api_source).stored == 1
+    assert contents(api_source, "3000000002") == ["A", "B", "A"]
+    assert len(history(api_source, "user", "3000000001")) == 1

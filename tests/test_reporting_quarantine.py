@@ -1,6 +1,7 @@
 """Poison records of a KMSAT Reporting snapshot: quarantined with their data
 type (and parent, for a group's member), never failing their page, and
-Reprocess stores them as Reporting record versions, exactly once."""
+Reprocess stores them as Reporting record versions, exactly once, by the
+snapshot reader's rule (a version when it differs from the latest)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import responses
+from django.db import transaction
 from django.urls import reverse
 
 from collectors import engine, quarantine
 from collectors.choices import HealthEventName
-from collectors.knowbe4 import records
+from collectors.knowbe4 import events, records
 from collectors.models import HealthEvent, LogMessage, QuarantinedEvent, Source
 from tests.cast import make_source
 
@@ -192,3 +194,60 @@ def test_it_lists_them_on_the_source_page_and_reprocesses_by_post(
     assert "2 events stored" in response.content.decode()
     assert warning(src) is None
     assert LogMessage.objects.filter(source=src).count() == 6
+
+
+@responses.activate
+def test_it_reprocesses_by_the_rule_of_versions(src, monkeypatch, frozen):
+    """User 3 went A -> B; then A came back as a poison record (quarantined).
+    Reprocess stores it as a third version following B (content equal to an
+    older version is still a change); pressed again, nothing; a snapshot
+    that reads A then has nothing new, and one that reads B stores B again."""
+    served = {"users": [user(3)]}
+    responses.add_callback(
+        responses.GET,
+        API + "/users",
+        callback=lambda request: (200, {}, json.dumps(served["users"])),
+    )
+    responses.get(API + "/groups", json=[])
+
+    def snapshot() -> int:
+        Source.objects.filter(pk=src.pk).update(next_attempt_at=None)
+        return engine.run(src.pk).stored
+
+    snapshot()
+    served["users"] = [user(3, status="archived")]
+    frozen.shift(timedelta(hours=1))
+    snapshot()
+    frozen.shift(timedelta(hours=1))
+    poison = user(3, id=3_000_000_003.0)  # A, its id a float
+    raw = json.dumps(poison).encode()
+    with transaction.atomic():
+        quarantine.add(
+            src,
+            NOW.date(),
+            1,
+            [events.Rejected(raw, "poison_record", "no id", data_type="user")],
+        )
+    quarantined_at = datetime.now(UTC)
+    lenient_ids(monkeypatch)
+    frozen.shift(timedelta(hours=1))
+    assert quarantine.reprocess(src) == (1, 0)
+    assert quarantine.reprocess(src) == (0, 0)
+
+    three = list(
+        LogMessage.objects.filter(source=src, event_id="3000000003").order_by("id")
+    )
+    statuses = [json.loads(v.raw)["status"] for v in three]
+    assert statuses == ["active", "archived", "active"]
+    assert three[2].raw == three[0].raw
+    after_b = records.follow(
+        records.version("user", user(3)),
+        records.Latest(three[1].content_hash, three[1].raw),
+    )
+    assert three[2].content_hash == after_b.content_hash != three[0].content_hash
+    assert three[2].message_time == quarantined_at
+
+    served["users"] = [user(3)]
+    assert snapshot() == 0
+    served["users"] = [user(3, status="archived")]
+    assert snapshot() == 1

@@ -1,27 +1,30 @@
 """The snapshot reader: a Reporting source's datasets, as a change history.
 
 The Reporting API has no "changed since" filter, so each poll reads every
-enabled dataset whole (`per_page=500` until a short page) and stores only the
-record versions not stored yet: identity is (source, data type, record id,
-content hash), unique in the database (`knowbe4.records`).
+enabled dataset whole (`per_page=500` until a short page) and stores a record
+version only when it differs from the record's latest stored version; its
+identity (source, data type, record id, identity hash) is unique in the
+database, the hash following that latest version (`records.follow`).
 
 How a snapshot's checkpoint works: when a snapshot starts, its plan (the list
 endpoints of the enabled data types) is written to `Source.snapshot`. Every
-request is followed by ONE transaction holding the versions it found, its
-quarantined records and the checkpoint after it (the task and page reached,
-the child tasks found so far: each phishing test's recipients, each group's
-members, and the request windows), through `lifecycle.commit_page`, which
-also checks the lease. A snapshot interrupted anywhere resumes at the first
-page not committed; a page read again adds only versions not stored yet, so
-no version is stored twice and none is skipped. When the plan is done the
-source is due again after its poll interval.
+request is followed by ONE transaction that reads the latest stored versions
+of the page's records (one query) and holds the versions that follow them,
+its quarantined records and the checkpoint after it (the task and page
+reached, the child tasks found so far: each phishing test's recipients, each
+group's members, and the request windows), through `lifecycle.commit_page`,
+which also checks the lease. A snapshot interrupted anywhere resumes at the
+first page not committed; a page read again is compared with the same latest
+versions, so it gets the same identities, and the unique constraint stores
+each once: no version is stored twice and none is skipped. When the plan is
+done the source is due again after its poll interval.
 
 Deletions: while a list whose every record is read each snapshot is read,
 the checkpoint also holds the ids its pages held so far (`seen`); its last
-page's transaction also stores a tombstone for each record stored before and
-not seen (`versions.VersionWriter.deletions`). `gone` (kept between
-snapshots) lists the records deleted now, whose return is stored with a
-salted hash (`records.returned`).
+page's transaction also stores a tombstone, following its latest version, for
+each record stored before and not seen (`versions.VersionWriter.deletions`).
+`gone` (kept between snapshots) lists the records deleted now, so that later
+reads need not look them up; a return follows the tombstone like any change.
 
 Limits, per Reporting key and shared by every source using it: the limiter
 keeps 4 requests a second and the burst of 50 a minute (a wait longer than a
@@ -229,12 +232,15 @@ class SnapshotReader:
         (rolled back unless the lease is still ours)."""
         source = ctx.source
         received = timezone.now()
-        gone = state.get("gone", {}).get(task["type"])
-        found, rejected = writer.split(task["type"], page_records, task["parent"], gone)
-        found += _deletions(writer, task, state, found, prior, last)
-        rows = writer.rows(found, received, received)
+        found, rejected = writer.split(task["type"], page_records, task["parent"])
         with transaction.atomic():
-            stored = writer.insert(rows)
+            # The latest versions are read in the transaction that stores
+            # what follows them: a page rolled back is read again against the
+            # same ones, so it gets the same identities.
+            writer.lock()
+            new = writer.changes(task["type"], found)
+            new += _deletions(writer, task, state, found, prior, last)
+            stored = writer.insert(writer.rows(new, received, received))
             quarantine.add(source, received.date(), state.get("page", 1), rejected)
             if not lifecycle.commit_page(
                 source,
@@ -256,9 +262,11 @@ def _deletions(writer, task, state, found, prior, last) -> list[records.Version]
     """Deletions, for a list whose every record is read each snapshot: keep
     the ids of its pages read so far in the checkpoint (`seen`); after its
     last page, a tombstone for each record stored before and not seen. The
-    checkpoint's `gone` (data type -> record id -> tombstone hash) holds the
-    records deleted now; one that is read again leaves it. Updates `state`;
-    returns the tombstones to store with the page."""
+    checkpoint's `gone` (data type -> record id -> tombstone identity) holds
+    the records deleted now, so later complete reads need not look them up
+    again; one that is read again leaves it (its return follows the
+    tombstone, `records.follow`). `found`: every record the page held, changed
+    or not. Updates `state`; returns the tombstones to store with the page."""
     kind = task["type"]
     if kind not in records.TOMBSTONED:
         return []

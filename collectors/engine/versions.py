@@ -1,13 +1,16 @@
 """Storing Reporting record versions: record -> row, the INSERT, Reprocess.
 
 The snapshot reader's counterpart of `store.MessageWriter`: it turns records
-of one data type into versions (`knowbe4.records`), versions into LogMessage
-rows with the source's metadata, and INSERTs them skipping those stored
-already (the unique identity (source, data type, record id, content hash)).
-A snapshot page and Reprocess of a quarantined Reporting record go through
-the same writer, so a version is built, timed and stored by the same rules
-whichever way it arrives. After a complete read of a list it also finds the
-records that were deleted (`deletions`), whose tombstones are versions too.
+of one data type into versions (`knowbe4.records`), keeps those that differ
+from their record's latest stored version, with the identity that follows it
+(`records.follow`, read in one query per page: `latest`), turns them into
+LogMessage rows with the source's metadata, and INSERTs them skipping those
+stored already (the unique identity (source, data type, record id, identity
+hash)). A snapshot page and Reprocess of a quarantined Reporting record go
+through the same writer, so a version is built, timed, identified and stored
+by the same rules whichever way it arrives. After a complete read of a list
+it also finds the records that were deleted (`deletions`), whose tombstones
+follow their latest versions by the same rule.
 """
 
 from __future__ import annotations
@@ -42,22 +45,14 @@ class VersionWriter:
         self.adapt_time = self.meta.adapt_time
 
     def split(
-        self,
-        data_type: str,
-        page_records: list,
-        parent: str | None = None,
-        gone: dict[str, str] | None = None,
+        self, data_type: str, page_records: list, parent: str | None = None
     ) -> tuple[list[records.Version], list[events.Rejected]]:
-        """(versions, poison records) of one page's records; a poison record
-        keeps its data type and parent for Reprocess. A record in `gone`
-        (record id -> its tombstone's hash) is back after a deletion: its
-        version's hash is salted with the tombstone's (`records.returned`)."""
+        """(versions as read, poison records) of one page's records; a poison
+        record keeps its data type and parent for Reprocess."""
         good, bad = [], []
         for record in page_records:
             try:
-                v = records.version(data_type, record, parent=parent)
-                after = gone.get(v.record_id) if gone else None
-                good.append(v if after is None else records.returned(v, after))
+                good.append(records.version(data_type, record, parent=parent))
             except records.PoisonRecord as exc:
                 raw = events.dumps(record).encode("utf-8", "surrogatepass")
                 bad.append(
@@ -70,6 +65,70 @@ class VersionWriter:
                     )
                 )
         return good, bad
+
+    def lock(self) -> None:
+        """Take the source's row lock for the rest of the transaction, before
+        reading latest versions: a snapshot page and Reprocess of the same
+        source then never both follow the same latest version of a record
+        (on SQLite the IMMEDIATE transaction already serialises them)."""
+        list(
+            Source.objects.select_for_update()
+            .filter(pk=self.source.pk)
+            .values_list("pk", flat=True)
+        )
+
+    def latest(self, data_type: str, record_ids) -> dict[str, records.Latest]:
+        """Record id -> its latest stored version (the highest id), of these
+        records of one data type: ONE query (`_LATEST`), whatever the count.
+
+        For each id (a VALUES row, column `column1` on SQLite and PostgreSQL
+        alike) MAX(id) by equality on (source_id, data_type, event_id), the
+        three leading columns of the unique index
+        `log_message_once_per_version`: one seek into that index per record,
+        on SQLite a covering one (the rowid is in every index entry), on
+        PostgreSQL an index scan of that record's entries only; then the rows
+        picked, by primary key. Why written so: with `event_id IN (...)`
+        PostgreSQL seeks on (source_id, data_type) only and filters every
+        version of the data type (no statistics) or scans the table (with
+        them), and unless the ids are MATERIALIZED first it hashes the whole
+        table to join them (the plans: bench/RESULTS-engine.md). The unique
+        index serves it, so there is no index of its own to update on every
+        INSERT."""
+        ids = list(record_ids)
+        if not ids:
+            return {}
+        sql = _LATEST.format(
+            # PostgreSQL would otherwise inline it (SQLite before 3.35 lacks
+            # the word; it plans the same without it).
+            materialized="MATERIALIZED" if connection.vendor == "postgresql" else "",
+            table=connection.ops.quote_name(LogMessage._meta.db_table),
+            ids=", ".join(["(%s)"] * len(ids)),
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [self.source.pk, data_type, *ids])
+            return {
+                event_id: records.Latest(identity, raw, email)
+                for event_id, identity, raw, email in cursor.fetchall()
+            }
+
+    def changes(
+        self, data_type: str, found: list[records.Version]
+    ) -> list[records.Version]:
+        """The versions of `found` (one data type, in the order read) to store:
+        each that differs from its record's latest version, with the identity
+        that follows it (`records.follow`). A record read twice in the page
+        follows its own earlier version there. Call it in the transaction
+        that INSERTs them, after `lock`."""
+        latest = self.latest(data_type, {v.record_id for v in found})
+        new = []
+        for v in found:
+            followed = records.follow(v, latest.get(v.record_id))
+            if followed is not None:
+                new.append(followed)
+                latest[v.record_id] = records.Latest(
+                    followed.content_hash, followed.raw, followed.user_email
+                )
+        return new
 
     def rows(
         self, versions: list[records.Version], seen: datetime, received: datetime
@@ -99,7 +158,7 @@ class VersionWriter:
         self, data_type: str, parent: str | None, seen: set[str], gone: dict[str, str]
     ) -> tuple[list[records.Version], dict[str, str]]:
         """After a complete read of one list: (tombstones to store, record id
-        -> tombstone hash of every record now deleted that `gone` lacked).
+        -> tombstone identity of every record now deleted that `gone` lacked).
 
         A record of this list (a group's members: of that group) stored before,
         not `seen` in this read and not deleted already gets a tombstone that
@@ -114,21 +173,12 @@ class VersionWriter:
         missing = sorted(known - seen - set(gone))
         tombstones, deleted = [], {}
         for i in range(0, len(missing), LOOKUP_CHUNK):
-            chunk = missing[i : i + LOOKUP_CHUNK]
-            latest = {
-                event_id: (content_hash, raw, email)
-                for event_id, content_hash, raw, email in stored.filter(
-                    event_id__in=chunk
-                )
-                .order_by("id")
-                .values_list("event_id", "content_hash", "raw", "user_email")
-            }
-            for event_id in chunk:
-                content_hash, raw, email = latest[event_id]
-                if records.is_tombstone(raw):
-                    deleted[event_id] = content_hash
+            latest = self.latest(data_type, missing[i : i + LOOKUP_CHUNK])
+            for event_id, last in sorted(latest.items()):
+                if records.is_tombstone(last.raw):
+                    deleted[event_id] = last.identity
                     continue
-                t = records.tombstone(data_type, event_id, content_hash, email)
+                t = records.tombstone(data_type, event_id, last)
                 tombstones.append(t)
                 deleted[event_id] = t.content_hash
         return tombstones, deleted
@@ -142,9 +192,13 @@ class VersionWriter:
 
     def reprocess(self, row: QuarantinedEvent) -> tuple[bool, int]:
         """(done, versions new) for one quarantined Reporting record: stored
-        as its data type's version by the rules now running, timed by when it
-        was first seen (quarantined) where it has no time of its own. A
-        version stored already (a later snapshot read it) counts as done."""
+        as its data type's version by the rules now running, when it differs
+        from the record's latest stored version (`changes`), timed by when it
+        was first seen (quarantined) where it has no time of its own. A record
+        equal to its latest version (a later snapshot stored it) is done.
+        The source's lock comes first, before this transaction changes any
+        row, so it never waits for it while holding what a page waits for."""
+        self.lock()
         try:
             record = json.loads(bytes(row.raw))
         except ValueError:
@@ -155,7 +209,23 @@ class VersionWriter:
             row.reason = bad[0].reason[: _width("reason")]
             row.save(update_fields=["reason_code", "reason"])
             return False, 0
-        return True, self.insert(self.rows(good, row.created, timezone.now()))
+        new = self.changes(row.data_type, good)
+        return True, self.insert(self.rows(new, row.created, timezone.now()))
+
+
+# `VersionWriter.latest`. Only quoted names and placeholders: the values go
+# as parameters.
+_LATEST = """
+WITH top AS {materialized} (
+    SELECT (
+        SELECT MAX(v.id) FROM {table} v
+        WHERE v.source_id = %s AND v.data_type = %s AND v.event_id = ids.column1
+    ) AS id
+    FROM (VALUES {ids}) AS ids
+)
+SELECT m.event_id, m.content_hash, m.raw, m.user_email
+FROM top JOIN {table} m ON m.id = top.id
+"""
 
 
 def _width(field: str) -> int:

@@ -1,13 +1,20 @@
 """The Reporting API's records as messages: data types, identity, time.
 
 A Reporting record is stored as a message whose identity is (source, data
-type, record id, content hash), unique in the database: a record whose
-content did not change between two snapshots is the same message, one that
-changed is a new one, so Messages hold every version (when a recipient
-clicked, when an enrollment went Past Due, when a user was archived).
+type, record id, identity hash), unique in the database (the `content_hash`
+column). A record is stored again exactly when its content differs from its
+LATEST stored version (the highest id of its source, data type and record
+id), so Messages hold every version (when a recipient clicked, when an
+enrollment went Past Due, when a user was archived, and when restored).
 
-The content hash is SHA-256 of the record's canonical JSON (keys sorted,
-compact), so the order in which KnowBe4 sends keys is no change.
+Content is compared as canonical JSON (keys sorted, compact), so the order in
+which KnowBe4 sends keys is no change. The identity hash (`follow`) of a
+record's first version is SHA-256 of its canonical JSON (the content hash);
+of each later version, SHA-256 of the identity of the version it follows, a
+newline and its canonical JSON. So content equal to an OLDER version (A -> B
+-> A, a return after a deletion) is a new identity, while the same content
+read again against the same latest version (a page re-read after a crash, a
+duplicate delivery) gives the same identity, which the database stores once.
 
 A version's message time is the record's own time where it has one (the
 recipient's latest event, an enrollment's completion, a user's archiving, a
@@ -84,7 +91,9 @@ class PoisonRecord(ValueError):
 
 @dataclass(frozen=True)
 class Version:
-    """One record version, ready to be a message row."""
+    """One record version, ready to be a message row. `content_hash` is the
+    plain content hash as read (`version`), the identity once it `follow`s
+    the record's latest stored version."""
 
     data_type: str
     record_id: str
@@ -170,6 +179,40 @@ RULES = {
 }
 
 
+@dataclass(frozen=True)
+class Latest:
+    """A record's latest stored version (its highest id): what the next
+    version of the record follows."""
+
+    identity: str  # its `content_hash` column
+    raw: str  # its canonical JSON
+    user_email: str = ""
+
+
+def follow(v: Version, latest: Latest | None) -> Version | None:
+    """The one rule of a change history, for the snapshot reader, tombstones
+    and Reprocess alike: `v` (just read, its hash the plain content hash) as
+    the version to store after the record's `latest` stored version, or None
+    when it is no change.
+
+    A record's first version keeps its content hash as identity; a later one
+    gets SHA-256 of `latest`'s identity, a newline and its canonical JSON, so
+    its identity depends only on what it follows and what it holds: read
+    again against the same latest version (a retry, a duplicate delivery) it
+    is the same identity, which the unique constraint stores once. No change
+    when `latest` holds the same canonical JSON, or when its identity is this
+    content's plain hash (a version stored before this rule, whose identity
+    was always its content hash)."""
+    if latest is None:
+        return v
+    if latest.raw == v.raw or latest.identity == v.content_hash:
+        return None
+    chained = hashlib.sha256(
+        f"{latest.identity}\n".encode() + v.raw.encode("utf-8", "surrogatepass")
+    ).hexdigest()
+    return replace(v, content_hash=chained)
+
+
 # Data types whose list is read whole each snapshot, so a record absent from
 # a complete read was deleted: they get tombstones. Not the recipients (a
 # test's recipients are fixed once it is sent, and old tests are not re-read),
@@ -188,27 +231,33 @@ TOMBSTONED = frozenset(
 TOMBSTONE_KEYS = frozenset({"id", "deleted", "data_type", "previous_version"})
 
 
-def tombstone(data_type: str, record_id: str, previous: str, email: str) -> Version:
-    """The version saying record `record_id` was deleted: its raw JSON is
+def tombstone(data_type: str, record_id: str, latest: Latest) -> Version:
+    """The version saying record `record_id` was deleted, following its
+    `latest` stored version (not a tombstone): its raw JSON is
     `{"data_type", "deleted": true, "id", "previous_version"}`, the last one
-    being the content hash of the version it follows, so the tombstone of a
-    given version has one identity however often the absence is seen. No
-    time of its own: its message time is when the absence was seen."""
+    being the identity of the version it follows, so the tombstone of a given
+    version has one identity however often the absence is seen. No time of
+    its own: its message time is when the absence was seen; the user email is
+    the latest version's."""
     doc = {
         "id": record_id,
         "deleted": True,
         "data_type": data_type,
-        "previous_version": previous,
+        "previous_version": latest.identity,
     }
-    return Version(
+    stone = Version(
         data_type=data_type,
         record_id=record_id,
         content_hash=content_hash(doc),
         raw=canonical(doc),
         time=None,
-        user_email=email,
+        user_email=latest.user_email,
         event_type=f"{MESSAGE_TYPES[data_type]}: deleted",
     )
+    followed = follow(stone, latest)
+    if followed is None:
+        raise ValueError(f"The latest version of {record_id} is a tombstone.")
+    return followed
 
 
 def is_tombstone(raw: str) -> bool:
@@ -220,17 +269,6 @@ def is_tombstone(raw: str) -> bool:
     return (
         isinstance(doc, dict) and set(doc) == TOMBSTONE_KEYS and doc["deleted"] is True
     )
-
-
-def returned(v: Version, after: str) -> Version:
-    """A version of a record that reappears after its tombstone `after`: the
-    same raw JSON, its hash salted with the tombstone's, so that content equal
-    to a version before the deletion is still a new identity (and the same
-    one however often that page is read again)."""
-    salted = hashlib.sha256(
-        f"{after}\n".encode() + v.raw.encode("utf-8", "surrogatepass")
-    ).hexdigest()
-    return replace(v, content_hash=salted)
 
 
 def _email(record: dict) -> str:
