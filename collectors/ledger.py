@@ -69,27 +69,32 @@ def take(
     One UPDATE (`_count`): a window past its reset starts over at this
     request; otherwise the count goes up by one only while it is below
     `budget`. Only when it changed nothing is the row looked for (and made,
-    for a key's first request).
+    for a key's first request) and the UPDATE tried again.
     """
     now = now or timezone.now()
     if budget is not None and budget < 1:
         return False
-    if _count(api, key_hash, budget, now):
+    if _count(api, key_hash, budget, now, lined_up=True):
         return True
-    # Nothing changed: the budget is spent, or the key has no row yet.
-    if ApiKeyUsage.objects.filter(api=api, key_hash=key_hash).exists():
-        return False
-    _row(api, key_hash)
+    # Nothing changed: the budget is spent, or the key had no row when the
+    # UPDATE ran (another process may have made it since: the UPDATE is then
+    # tried once more, never answered from a look at the row).
+    if not ApiKeyUsage.objects.filter(api=api, key_hash=key_hash).exists():
+        _row(api, key_hash)
     return _count(api, key_hash, budget, now)
 
 
-def _count(api: str, key_hash: str, budget: int | None, now: datetime) -> bool:
-    """The one UPDATE: True when this request was counted."""
+def _count(
+    api: str, key_hash: str, budget: int | None, now: datetime, lined_up=False
+) -> bool:
+    """The one UPDATE: True when this request was counted. `lined_up`: the
+    first try, where the tests' `before_take` seam stops the workers."""
     live = Q(window_resets_at__gt=now)
     rows = ApiKeyUsage.objects.filter(api=api, key_hash=key_hash)
     if budget is not None:
         rows = rows.filter(~live | Q(used__lt=budget))
-    before_take(api, key_hash)
+    if lined_up:
+        before_take(api, key_hash)
     changed = rows.update(
         used=Case(When(live, then=F("used") + 1), default=Value(1)),
         window_opened_at=Case(

@@ -162,3 +162,28 @@ def test_it_opens_one_window_when_two_workers_find_the_old_one_reset(lined_up):
     assert results == [True, True]
     window = ledger.window("events", "race-reset", T0)
     assert (window.used, window.opened_at) == (2, T0)
+
+
+@pytest.mark.django_db
+def test_it_counts_a_new_keys_request_when_another_worker_made_its_row_meanwhile(
+    monkeypatch,
+):
+    """The first UPDATE finds no row; before this worker looks, another has
+    made the row and counted its own request. This request must still be
+    counted and sent: a row that exists does not mean a spent budget."""
+    real = ledger._count
+
+    def count(api, key_hash, budget, now, lined_up=False):
+        changed = real(api, key_hash, budget, now, lined_up)
+        if lined_up:
+            assert not changed  # no row yet
+            assert real(api, key_hash, budget, now) is False
+            ledger._row(api, key_hash)  # the other worker's first request
+            assert real(api, key_hash, budget, now)
+        return changed
+
+    monkeypatch.setattr(ledger, "_count", count)
+    assert ledger.take("events", "fresh", None, T0)
+    assert ledger.take("reporting", "fresh-2", 5, T0)
+    assert ledger.window("events", "fresh", T0).used == 2
+    assert ledger.window("reporting", "fresh-2", T0).used == 2
