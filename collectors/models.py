@@ -462,6 +462,8 @@ class Source(models.Model):
         """
         from collectors.days import last_collectable_day
 
+        if self.kind != "events":
+            return None  # Reporting snapshots have no closed days to catch up on
         if self.state == SourceState.STOPPING:
             return None  # being deleted: it will never catch up
         running = self.state != SourceState.ERROR

@@ -48,6 +48,14 @@ def test_it_has_no_progress_once_caught_up():
     assert source.backfill_progress(NOW, 9000, 0).days_done == 88
 
 
+def test_it_has_no_backfill_for_a_reporting_source():
+    """A KMSAT Reporting source reads snapshots, not closed days: its
+    last_complete_day stays empty, which showed "Backfill 0% · 0 of 7 days"
+    for ever on the Collection page and the source page."""
+    source = fresh(state=SourceState.COLLECTING, kind="reporting")
+    assert source.backfill_progress(NOW, 144, 144) is None
+
+
 def test_it_gives_no_eta_without_a_recent_rate_or_while_in_error():
     source = fresh(state=SourceState.COLLECTING, last_complete_day=date(2026, 9, 7))
     assert source.backfill_progress(NOW, 5000, 0).eta_text == (

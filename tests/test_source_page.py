@@ -6,13 +6,14 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 import time_machine
+from django.test import override_settings
 from django.urls import reverse
 from django.utils import timezone
 
-from collectors import crypto, ratelimit
+from collectors import crypto, ledger, ratelimit
 from collectors.choices import ErrorType, HealthEventName, Severity, SourceState
 from collectors.models import HealthEvent, LogMessage
-from tests.cast import API_KEY
+from tests.cast import API_KEY, make_source
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
@@ -96,8 +97,68 @@ def test_it_shows_requests_used_today_without_the_key(admin_client, source):
         limiter.release()
     assert ratelimit.requests_today(fingerprint) == 3
     html = get(admin_client, source)
-    assert '<span class="requests-today">3</span>' in html
+    assert '<dd class="quota-used">3</dd>' in html
     assert API_KEY not in html and fingerprint not in html
+
+
+@pytest.mark.django_db
+@time_machine.travel(NOW, tick=False)
+def test_it_states_the_keys_requests_once_in_the_quota_block(admin_client, source):
+    """One count of the key's requests: the governor's Used today. A second
+    "Requests today" row repeated it, and its "of N (daily quota)" took
+    KNOWBE4_DAILY_QUOTA even when Licensed users set another budget."""
+    ledger.take(ledger.EVENTS, crypto.key_fingerprint(API_KEY), None)
+    source.licensed_users = 4
+    source.save()
+    with override_settings(KNOWBE4_DAILY_QUOTA=5000):
+        html = get(admin_client, source)
+    assert '<dd class="quota-used">1</dd>' in html
+    assert "<strong>40</strong> requests" in html  # 10 x licensed users
+    assert "Requests today" not in html and "5,000" not in html
+
+
+@pytest.mark.django_db
+@time_machine.travel(NOW, tick=False)
+def test_it_says_when_a_spent_daily_quota_lets_requests_go_again(admin_client, source):
+    fingerprint = crypto.key_fingerprint(API_KEY)
+    ledger.take(ledger.EVENTS, fingerprint, None)
+    ledger.block(ledger.EVENTS, fingerprint, datetime(2026, 11, 28, tzinfo=UTC))
+    html = get(admin_client, source)
+    assert (
+        "<strong>Quota spent</strong>: requests resume at 2026-11-28 00:00 UTC" in html
+    )
+
+
+@pytest.mark.django_db
+@time_machine.travel(NOW, tick=False)
+def test_it_shows_a_reporting_source_no_row_of_the_events_stream(
+    admin_client, collector
+):
+    """A Reporting source reads snapshots: the checkpoint ("no complete day
+    yet"), re-scan, freshness ("today's events are not collected") and
+    backfill ("0 of 7 days") rows were the events stream's, and false."""
+    source = make_source(
+        collector,
+        "KMSAT",
+        base_url_key="kmsat-us",
+        kind="reporting",
+        reporting={"data_types": ["phishing"]},
+    )
+    fingerprint = crypto.key_fingerprint(API_KEY)
+    for _ in range(2):
+        ledger.take(ledger.REPORTING, fingerprint, None)
+    html = get(admin_client, source)
+    assert "KnowBe4 KMSAT Reporting source in" in html
+    assert '<dd class="quota-used">2</dd>' in html
+    assert "(24 hours after the window's first request)" in html
+    for events_only in (
+        "Checkpoint",
+        "Re-scan window",
+        "Freshness",
+        "Backfill",
+        "Requests today",
+    ):
+        assert events_only not in html, events_only
 
 
 @pytest.mark.django_db

@@ -50,6 +50,7 @@ ROW_COLUMNS = {
         "last_success_at",
         "created",
         "initial_lookback_days",
+        "kind",
         "last_complete_day",
         "next_attempt_at",
         "lease_owner",

@@ -3,7 +3,6 @@ its detail view, and the source page with its Restart action."""
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.shortcuts import get_object_or_404, redirect, render
@@ -147,8 +146,11 @@ def health_event_detail(request, pk: int):
     )
 
 
-def _requests_today(source: Source) -> int | None:
-    """Requests made today with this source's key, or None if it is unreadable.
+def _quota(source: Source) -> dict:
+    """The Daily quota block's figures: the governor's plan of the source's
+    key (budget, used, left, reset, projection: each figure stated once), and
+    when a spent quota lets requests go again; `key_unreadable` instead when
+    the stored key cannot be decrypted (a plan of no key would show 0 used).
 
     The key is decrypted here, server-side, only to compute its fingerprint;
     neither the key nor the fingerprint reaches the page.
@@ -158,18 +160,11 @@ def _requests_today(source: Source) -> int | None:
     try:
         fingerprint = crypto.key_fingerprint(source.get_api_key())
     except crypto.KeyUnreadable:
-        return None
-    return ratelimit.requests_today(fingerprint, source.kind)
-
-
-def _quota_blocked_until(source: Source):
-    from collectors import ratelimit
-
-    try:
-        fingerprint = crypto.key_fingerprint(source.get_api_key())
-    except crypto.KeyUnreadable:
-        return None
-    return ratelimit.quota_blocked_until(fingerprint, source.kind)
+        return {"key_unreadable": True}
+    return {
+        "quota_blocked_until": ratelimit.quota_blocked_until(fingerprint, source.kind),
+        **governor.figures(source),
+    }
 
 
 def _freshness(source: Source, now) -> dict:
@@ -216,14 +211,12 @@ def source_detail(request, pk: int):
             "messages_total": source.messages.count(),
             "cells": cells.safe(cells.source_cells(source, data)),
             "now": now,
-            "requests_today": _requests_today(source),
-            "daily_quota": getattr(settings, "KNOWBE4_DAILY_QUOTA", None),
-            "quota_blocked_until": _quota_blocked_until(source),
+            "is_reporting": source.kind == "reporting",
             "dropped_fields": sorted(source.dropped_fields.items()),
             "quarantined": source.quarantined.pending()[:QUARANTINE_SHOWN],
             "quarantined_total": source.quarantined.pending().count(),
             "can_restart": source.can_restart,
-            **governor.figures(source),
+            **_quota(source),
             **_freshness(source, now),
         },
     )
