@@ -630,11 +630,19 @@ class QuotaFiguresForm(forms.Form):
     REPORTING = ("data_types", "poll_hours", "reporting_licensed_users")
 
     def __init__(self, data, *, reporting: bool) -> None:
+        form = ReportingSourceForm if reporting else SourceForm
+        names = self.REPORTING if reporting else self.EVENTS
+        if not any(name in data for name in names):
+            # None of the values: the figures of a fresh form (its defaults).
+            data = {
+                name: form.base_fields[name].initial
+                for name in names
+                if form.base_fields[name].initial is not None
+            }
         super().__init__(data)
         self.reporting = reporting
-        form = ReportingSourceForm if reporting else SourceForm
         model_fields = {f.name: f for f in Source._meta.get_fields()}
-        for name in self.REPORTING if reporting else self.EVENTS:
+        for name in names:
             field = self.fields[name] = copy.deepcopy(form.base_fields[name])
             if name in form._meta.fields:  # the model's rules, checked on Save
                 extra = model_fields[name].validators

@@ -139,3 +139,15 @@ def test_it_is_wired_into_both_forms(admin_client, collector):
     source = make_source(collector)
     html = admin_client.get(f"/sources/{source.pk}/edit/").content.decode()
     assert f"{URL}?kind=events&amp;source={source.pk}" in html
+
+
+def test_it_answers_a_fresh_forms_figures_without_values(admin_client):
+    status, html = figures(admin_client)
+    assert status == 200 and "not known yet" in html  # no Licensed users
+    assert '<dd class="quota-projected"><strong>5</strong> requests' in html
+    status, html = figures(admin_client, kind="reporting")
+    assert status == 200
+    assert '<dd class="quota-budget"><strong>2,000</strong> requests' in html
+    # One value given: the others are what was typed (blank), and checked.
+    status, html = figures(admin_client, licensed_users="3")
+    assert status == 400 and "Re-scan window (days): This field is required." in html

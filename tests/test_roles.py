@@ -105,8 +105,7 @@ EXPECTED: dict[str, Expect] = {
     "source-reprocess": Expect(MANAGE, get=405, post=302, args=_pk("source")),
     "source-test-connection": Expect(MANAGE, get=405, post=200),
     "source-test-connection-reporting": Expect(MANAGE, get=405, post=200),
-    # No values given: the fragment says which are missing.
-    "source-quota-figures": Expect(MANAGE, get=400),
+    "source-quota-figures": Expect(MANAGE),
     "collector-health": Expect(VIEW, args=_pk("collector")),
     "collection-status": Expect(VIEW),
     "health-events": Expect(VIEW),
