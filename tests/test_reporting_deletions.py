@@ -281,3 +281,25 @@ def test_it_keeps_versions_stored_before_the_rule_without_a_duplicate(
     assert snapshot(api_source).stored == 1
     assert contents(api_source, "3000000002") == ["A", "B", "A"]
     assert len(history(api_source, "user", "3000000001")) == 1
+
+
+@responses.activate
+def test_it_tombstones_nothing_after_a_read_with_a_poison_record(api_source, frozen):
+    """User 2 comes back without a usable id: it is quarantined, and which
+    record it was is unknown, so its absence proves nothing. Only the next
+    clean read of the list stores deletions."""
+    everyone = [user(n) for n in range(1, 600)]  # two pages of 500
+    served = Users(everyone)
+    snapshot(api_source)
+
+    frozen.shift(timedelta(hours=1))
+    broken = {**user(2), "id": None}  # first page: a poison record
+    served.users = [user(1), broken, *everyone[2:598]]  # and user 599 is gone
+    snapshot(api_source)
+    assert tombstones(api_source) == []
+    assert api_source.quarantined.count() == 1
+
+    frozen.shift(timedelta(hours=1))
+    served.users = [user(1), *everyone[2:598]]  # user 2 and user 599 gone
+    snapshot(api_source)
+    assert tombstones(api_source) == [("user", "3000000002"), ("user", "3000000599")]

@@ -239,7 +239,7 @@ class SnapshotReader:
             # same ones, so it gets the same identities.
             writer.lock()
             new = writer.changes(task["type"], found)
-            new += _deletions(writer, task, state, found, prior, last)
+            new += _deletions(writer, task, state, found, prior, last, rejected)
             stored = writer.insert(writer.rows(new, received, received))
             quarantine.add(source, received.date(), state.get("page", 1), rejected)
             if not lifecycle.commit_page(
@@ -258,10 +258,15 @@ class SnapshotReader:
         ctx.result.stored += stored
 
 
-def _deletions(writer, task, state, found, prior, last) -> list[records.Version]:
+def _deletions(
+    writer, task, state, found, prior, last, rejected
+) -> list[records.Version]:
     """Deletions, for a list whose every record is read each snapshot: keep
     the ids of its pages read so far in the checkpoint (`seen`); after its
-    last page, a tombstone for each record stored before and not seen. The
+    last page, a tombstone for each record stored before and not seen. A
+    read with a poison record (`rejected`: no usable id, so which record it
+    was is unknown) proves no absence: the checkpoint notes it (`unsure`)
+    and that list gets no tombstones this time. The
     checkpoint's `gone` (data type -> record id -> tombstone identity) holds
     the records deleted now, so later complete reads need not look them up
     again; one that is read again leaves it (its return follows the
@@ -275,12 +280,17 @@ def _deletions(writer, task, state, found, prior, last) -> list[records.Version]
     for v in found:
         scope.pop(v.record_id, None)  # back after a deletion, or never gone
     seen = None if prior is None else [*prior, *(v.record_id for v in found)]
+    # Set on a list's first page (prior == []), carried over its later ones.
+    unsure = bool(rejected) or (prior != [] and state.get("unsure", False))
     tombstones: list[records.Version] = []
     state.pop("seen", None)
+    state.pop("unsure", None)
     if not last:
         if seen is not None:
             state["seen"] = seen
-    elif seen is not None:
+        if unsure:
+            state["unsure"] = True
+    elif seen is not None and not unsure:
         tombstones, deleted = writer.deletions(kind, task["parent"], set(seen), scope)
         scope.update(deleted)
     state["gone"] = {k: v for k, v in gone.items() if v}
