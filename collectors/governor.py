@@ -61,6 +61,20 @@ def poll_interval_setting(source: Source) -> timedelta:
     return timedelta(minutes=min(max(5, source.today_poll_minutes or 15), 24 * 60))
 
 
+def poll_spacing(interval: timedelta) -> timedelta:
+    """From one poll of today to when the next is due: the interval less the
+    dispatcher's lag (COLLECTION_DISPATCH_LAG), so that a poll started that
+    late still runs within `interval` of the one before, and an event of
+    today is stored within one interval. Never under half the interval."""
+    return max(interval - settings.COLLECTION_DISPATCH_LAG, interval / 2)
+
+
+def _interval_of_spacing(spacing: timedelta) -> timedelta:
+    """The interval whose `poll_spacing` is `spacing` (its inverse)."""
+    lag = settings.COLLECTION_DISPATCH_LAG
+    return spacing + lag if spacing >= lag else 2 * spacing
+
+
 @dataclass(frozen=True)
 class Cost:
     """One source's requests per day, by what spends them."""
@@ -124,7 +138,7 @@ def cost(source: Source, events_per_day: float) -> Cost:
     rescans = (per_day - 1) * window * pages if window else 0
     today = 0
     if source.collect_today:
-        polls = max(1, int(DAY / poll_interval_setting(source)))
+        polls = max(1, int(DAY / poll_spacing(poll_interval_setting(source))))
         today = polls + pages  # each poll re-reads one page; new pages on top
     return Cost(pages, closed, rescans, today)
 
@@ -375,7 +389,7 @@ def poll_interval(source: Source, key_plan: Plan, now: datetime) -> timedelta | 
     if share < 1:
         return None
     until_reset = key_plan.resets_at - now
-    return max(wanted, until_reset / share)
+    return max(wanted, _interval_of_spacing(until_reset / share))
 
 
 def advice(source: Source, key_plan: Plan) -> str:

@@ -63,7 +63,8 @@ def test_it_plans_a_day_without_a_budget(clock, collector):
     source = make_source(collector, collect_today=True, today_poll_minutes=15)
     plan = governor.plan(source)
     assert plan.budget is None and plan.left is None and plan.for_polling is None
-    assert plan.costs[source.pk].today == 96 + 1
+    # A poll falls due every 13.5 min (15 less the dispatcher's lag) plus the page.
+    assert plan.costs[source.pk].today == 106 + 1
     assert not plan.overrun
     assert governor.poll_interval(source, plan, es.NOON) == timedelta(minutes=15)
 
@@ -117,11 +118,13 @@ def test_it_widens_todays_polling_as_the_budget_runs_low(clock, collector):
         used_today(key, used)
         plan = governor.plan(source)
         intervals.append(governor.poll_interval(source, plan, es.NOON))
-    # 12 h to the reset; 100 - reserve (3) - used left for the polls.
-    assert intervals[0] == timedelta(hours=12) / 97  # wider than 5 min
-    assert intervals[1] == timedelta(hours=12) / 37
-    assert intervals[2] == timedelta(hours=12) / 7
-    assert intervals[3] == timedelta(hours=12)
+    # 12 h to the reset; 100 - reserve (3) - used left for the polls, which
+    # fall due that far apart (each interval less the dispatcher's lag).
+    spacings = [governor.poll_spacing(i) for i in intervals[:4]]
+    assert spacings[0] == timedelta(hours=12) / 97  # wider than 5 min
+    assert spacings[1] == timedelta(hours=12) / 37
+    assert spacings[2] == timedelta(hours=12) / 7
+    assert spacings[3] == timedelta(hours=12)
     assert intervals[4] is None  # Only the reserve is left: no poll today.
     source.licensed_users = 1000  # Plenty: the setting itself.
     plan = governor.plan(source)

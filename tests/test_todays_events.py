@@ -63,7 +63,11 @@ def test_it_stores_events_of_today_within_one_interval(
 
     for _ in range(4):  # An hour of polls as the day's events occur.
         source.refresh_from_db()
-        clock.move_to(source.today_read_at + timedelta(minutes=15, seconds=1))
+        # The latest the dispatcher starts a due source: still within one
+        # interval of the last read.
+        late = source.next_attempt_at + settings.COLLECTION_DISPATCH_LAG
+        assert late == source.today_read_at + timedelta(minutes=15)
+        clock.move_to(late)
         before = len(busy.event_ids(es.TODAY, es.TODAY))
         assert run_if_due(source) is not None
         ids = today_ids(source)
@@ -73,9 +77,10 @@ def test_it_stores_events_of_today_within_one_interval(
     source.refresh_from_db()
     assert source.today_day == es.TODAY and source.today_page >= 2
     assert source.today_read_at >= es.NOON + timedelta(minutes=60)
-    assert source.next_attempt_at == source.today_read_at + timedelta(minutes=15)
-    # Within an interval: not due before it has passed.
-    clock.move_to(source.today_read_at + timedelta(minutes=14))
+    lag = settings.COLLECTION_DISPATCH_LAG
+    assert source.next_attempt_at == source.today_read_at + timedelta(minutes=15) - lag
+    # Not due before then.
+    clock.move_to(source.next_attempt_at - timedelta(seconds=1))
     assert run_if_due(source) is None
 
 

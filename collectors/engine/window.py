@@ -59,7 +59,7 @@ def today_due_at(source: Source, interval: timedelta | None) -> datetime | None:
         return None
     if source.today_read_at is None:
         return datetime.min.replace(tzinfo=UTC)
-    return source.today_read_at + interval
+    return source.today_read_at + governor.poll_spacing(interval)
 
 
 def next_due(*times: datetime | None) -> datetime:
