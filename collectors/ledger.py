@@ -18,11 +18,12 @@ ledger always lives in the database (one row per (API, key fingerprint),
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db.models import Case, DateTimeField, F, Q, Value, When
+from django.db import connection
 from django.utils import timezone
 
 from collectors import days
@@ -88,27 +89,43 @@ def _count(
     api: str, key_hash: str, budget: int | None, now: datetime, lined_up=False
 ) -> bool:
     """The one UPDATE: True when this request was counted. `lined_up`: the
-    first try, where the tests' `before_take` seam stops the workers."""
-    live = Q(window_resets_at__gt=now)
-    rows = ApiKeyUsage.objects.filter(api=api, key_hash=key_hash)
+    first try, where the tests' `before_take` seam stops the workers.
+
+    Written as SQL (`_count_sql`): the ORM's Case/When form cost 1.5 ms of
+    Python per request, a tenth of a backfill's CPU."""
+    adapt = connection.ops.adapt_datetimefield_value
+    at, resets = adapt(now), adapt(days.quota_resets_at(now, api))
+    params = [at, at, at, at, resets, api, key_hash]
     if budget is not None:
-        rows = rows.filter(~live | Q(used__lt=budget))
+        params += [at, budget]
     if lined_up:
         before_take(api, key_hash)
-    changed = rows.update(
-        used=Case(When(live, then=F("used") + 1), default=Value(1)),
-        window_opened_at=Case(
-            When(live, then=F("window_opened_at")),
-            default=Value(now),
-            output_field=DateTimeField(),
-        ),
-        window_resets_at=Case(
-            When(live, then=F("window_resets_at")),
-            default=Value(days.quota_resets_at(now, api)),
-            output_field=DateTimeField(),
-        ),
+    with connection.cursor() as cursor:
+        cursor.execute(_count_sql(budget is not None), params)
+        return cursor.rowcount == 1
+
+
+@functools.cache
+def _count_sql(with_budget: bool) -> str:
+    """A window past its reset (or none yet) starts over at this request;
+    a live one counts it, only below the budget when there is one."""
+    quote = connection.ops.quote_name
+    table = quote(ApiKeyUsage._meta.db_table)
+    used, opened, resets, api, key = (
+        quote(ApiKeyUsage._meta.get_field(name).column)
+        for name in ("used", "window_opened_at", "window_resets_at", "api", "key_hash")
     )
-    return changed == 1
+    live = f"{resets} > %s"
+    # Only quoted names and placeholders: the values go as parameters.
+    sql = (
+        f"UPDATE {table} SET {used} = CASE WHEN {live} THEN {used} + 1 ELSE 1 END, "  # noqa: S608
+        f"{opened} = CASE WHEN {live} THEN {opened} ELSE %s END, "
+        f"{resets} = CASE WHEN {live} THEN {resets} ELSE %s END "
+        f"WHERE {api} = %s AND {key} = %s"
+    )
+    if with_budget:
+        sql += f" AND ({resets} IS NULL OR {resets} <= %s OR {used} < %s)"
+    return sql
 
 
 def window(api: str, key_hash: str | None, now: datetime | None = None) -> Window:
