@@ -61,11 +61,11 @@ def time_adapter():
 # --- the page INSERT -----------------------------------------------------------
 
 
-def _insert_head() -> str:
-    """`INSERT INTO logmessage (COLUMNS)`: only quoted names, no values."""
+def _insert_head(columns: tuple[str, ...]) -> str:
+    """`INSERT INTO logmessage (columns)`: only quoted names, no values."""
     quote = connection.ops.quote_name
-    columns = ", ".join(quote(c) for c in COLUMNS)
-    return f"INSERT INTO {quote(LogMessage._meta.db_table)} ({columns})"
+    names = ", ".join(quote(c) for c in columns)
+    return f"INSERT INTO {quote(LogMessage._meta.db_table)} ({names})"
 
 
 def _insert_tail() -> str:
@@ -74,16 +74,29 @@ def _insert_tail() -> str:
     return f" ON CONFLICT DO NOTHING RETURNING {connection.ops.quote_name('event_id')}"
 
 
-@functools.lru_cache(maxsize=8)
-def _values_sql(count: int) -> str:
+def insert_rows(rows: list[tuple], columns: tuple[str, ...] = COLUMNS) -> int:
+    """INSERT LogMessage rows (values in `columns` order), skipping those the
+    unique constraint already holds; return how many were new. In the
+    caller's transaction. One statement: `unnest` arrays on PostgreSQL, a
+    VALUES list on SQLite. Used for events pages and Reporting versions."""
+    if not rows:
+        return 0
+    if connection.vendor == "postgresql":
+        return _insert_unnest(rows, columns)
+    return _insert_values(rows, columns)
+
+
+@functools.lru_cache(maxsize=16)
+def _values_sql(count: int, columns: tuple[str, ...]) -> str:
     """`INSERT ... VALUES (?, ...), ...` for `count` rows (SQLite's own
     placeholders: the statement goes to sqlite3 as is, see `_insert_values`)."""
-    one = "(" + ", ".join(["?"] * len(COLUMNS)) + ")"
+    one = "(" + ", ".join(["?"] * len(columns)) + ")"
     # Only quoted names and placeholders: the values go as parameters.
-    return _insert_head() + " VALUES " + ", ".join([one] * count) + _insert_tail()
+    head = _insert_head(columns)
+    return head + " VALUES " + ", ".join([one] * count) + _insert_tail()
 
 
-def _insert_values(rows: list[tuple]) -> int:
+def _insert_values(rows: list[tuple], columns: tuple[str, ...]) -> int:
     """SQLite: one `VALUES (...), (...)` statement on the sqlite3 cursor.
 
     Django's cursor wrapper rewrites every `%s` of the 1,200-placeholder text
@@ -97,7 +110,8 @@ def _insert_values(rows: list[tuple]) -> int:
     with connection.wrap_database_errors:
         cursor = connection.connection.cursor()
         try:
-            cursor.execute(_values_sql(len(rows)), [v for row in rows for v in row])
+            sql = _values_sql(len(rows), columns)
+            cursor.execute(sql, [v for row in rows for v in row])
             return len(cursor.fetchall())
         finally:
             cursor.close()
@@ -111,7 +125,8 @@ def _element_type(column: str) -> str:
     return re.sub(r"\(\d+\)", "", db_type)
 
 
-def _unnest_sql() -> str:
+@functools.lru_cache(maxsize=4)
+def _unnest_sql(columns: tuple[str, ...]) -> str:
     """PostgreSQL: `INSERT ... SELECT * FROM unnest(%b::type[], ...)`.
 
     One array per column, so the SQL text is the same short string on every
@@ -119,14 +134,14 @@ def _unnest_sql() -> str:
     its parsed-query cache: psycopg re-parsed it on each page, and that was a
     third of the collect process's time.
     """
-    arrays = ", ".join(f"%b::{_element_type(c)}[]" for c in COLUMNS)
+    arrays = ", ".join(f"%b::{_element_type(c)}[]" for c in columns)
     # Only quoted names, column types and placeholders: the values go as arrays.
     select = f" SELECT * FROM unnest({arrays})"  # noqa: S608
-    return _insert_head() + select + _insert_tail()
+    return _insert_head(columns) + select + _insert_tail()
 
 
-def _insert_unnest(rows: list[tuple]) -> int:
-    """INSERT the rows as one binary array per column (COLUMNS order).
+def _insert_unnest(rows: list[tuple], columns: tuple[str, ...]) -> int:
+    """INSERT the rows as one binary array per column (`columns` order).
 
     Django's cursor binds values client-side, into the SQL text: an array of
     100 JSON texts would be escaped character by character in Python, which
@@ -137,9 +152,9 @@ def _insert_unnest(rows: list[tuple]) -> int:
     """
     import psycopg  # Only installed where PostgreSQL is used.
 
-    columns = [list(column) for column in zip(*rows, strict=True)]
+    arrays = [list(column) for column in zip(*rows, strict=True)]
     with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cur:
-        cur.execute(_unnest_sql(), columns, prepare=False)
+        cur.execute(_unnest_sql(columns), arrays, prepare=False)
         return len(cur.fetchall())
 
 
@@ -302,9 +317,7 @@ class MessageWriter:
 
     @staticmethod
     def _insert(rows: list[tuple]) -> int:
-        if connection.vendor == "postgresql":
-            return _insert_unnest(rows)
-        return _insert_values(rows)
+        return insert_rows(rows)
 
     @staticmethod
     def _refused(row: tuple) -> events.Rejected:

@@ -186,7 +186,7 @@ class VersionWriter:
     def insert(self, rows: list[tuple]) -> int:
         """INSERT the rows in chunks; return how many versions were new."""
         return sum(
-            _insert(rows[i : i + INSERT_CHUNK])
+            store.insert_rows(rows[i : i + INSERT_CHUNK], COLUMNS)
             for i in range(0, len(rows), INSERT_CHUNK)
         )
 
@@ -230,23 +230,3 @@ FROM top JOIN {table} m ON m.id = top.id
 
 def _width(field: str) -> int:
     return QuarantinedEvent._meta.get_field(field).max_length
-
-
-def _insert(rows: list[tuple]) -> int:
-    """INSERT the versions, skipping those stored already (the unique
-    identity); return how many were new."""
-    if not rows:
-        return 0
-    quote = connection.ops.quote_name
-    table = quote(LogMessage._meta.db_table)
-    columns = ", ".join(quote(c) for c in COLUMNS)
-    one = "(" + ", ".join(["%s"] * len(COLUMNS)) + ")"
-    # Only quoted names and placeholders: the values go as parameters.
-    sql = (
-        f"INSERT INTO {table} ({columns}) VALUES "  # noqa: S608
-        + ", ".join([one] * len(rows))
-        + f" ON CONFLICT DO NOTHING RETURNING {quote('id')}"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [value for row in rows for value in row])
-        return len(cursor.fetchall())
