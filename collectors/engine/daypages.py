@@ -42,12 +42,8 @@ class EventsReader:
             KnowBe4Client(source.base_url.url, ctx.secret) as client,
             ThreadPoolExecutor(1, thread_name_prefix="kb4-fetch") as pool,
         ):
-
-            def request(day: date, page: int) -> store.Prepared:
-                """On the fetch thread: the page, and its rows built."""
-                return writer.prepare(client.list_events(day, page))
-
-            fetch = Fetcher(ctx, pool, request)
+            # The fetch thread also builds each page's rows (store.Prepared).
+            fetch = Fetcher(ctx, pool, client.list_events, then=writer.prepare)
             try:
                 point = window.start_point(source, last, now)
                 if (

@@ -31,9 +31,9 @@ class Fetcher:
     """Sends page requests on a helper thread, one ahead at most.
 
     `request(key)` is the reader's HTTP call for one page key (a (day, page)
-    for the events stream), and whatever the reader does with the answer
-    before the run's thread needs it (the events reader builds the rows); it
-    runs on the helper thread, so it must not use the database.
+    for the events stream) and `then(answer)` what the reader does with the
+    answer before the run's thread needs it (the events reader builds the
+    rows). Both run on the helper thread, so they must not use the database.
     """
 
     def __init__(
@@ -41,8 +41,9 @@ class Fetcher:
         ctx: RunContext,
         pool: ThreadPoolExecutor,
         request: Callable[..., Any],
+        then: Callable[[Any], Any] = lambda answer: answer,
     ) -> None:
-        self.ctx, self.pool, self.request = ctx, pool, request
+        self.ctx, self.pool, self.request, self.then = ctx, pool, request, then
         self.limiter = ctx.limiter
         self.pending: tuple[tuple, Future] | None = None
         self.finished_at: float | None = None  # Of the one request in flight.
@@ -55,11 +56,13 @@ class Fetcher:
         return self.pool.submit(self._timed, key)
 
     def _timed(self, key: tuple) -> Any:
-        """On the helper thread: the request, noting when its answer arrived."""
+        """On the helper thread: the request, noting when its answer arrived
+        (for the limiter), then the reader's work on it."""
         try:
-            return self.request(*key)
+            answer = self.request(*key)
         finally:
             self.finished_at = time.monotonic()
+        return self.then(answer)
 
     def _receive(self, future: Future) -> Any:
         try:
