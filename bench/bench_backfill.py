@@ -179,6 +179,12 @@ class Sandbox:
         with urllib.request.urlopen(self.url + "/_sandbox/requests", timeout=30) as r:
             return [x for x in json.load(r)["data"] if x["path"].startswith("/events")]
 
+    def cpu_seconds(self) -> float:
+        """The sandbox process's CPU time so far (user + system, Linux)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1]
+        utime, stime = fields.split()[11:13]
+        return (int(utime) + int(stime)) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(10)
@@ -241,7 +247,9 @@ def unlimited(total: int, env: dict[str, str]) -> Backfill:
         settings.KNOWBE4_EXTRA_BASE_URLS = [f"Sandbox|{sandbox.url}"]
         source_id = new_source(sandbox, f"unlimited-{total}")
         load = os.getloadavg()[0]
+        served = sandbox.cpu_seconds()
         start, end, rss, cpu = run_collector(source_id, child)
+        served = sandbox.cpu_seconds() - served
         log = sandbox.requests()
         bare_events, bare_seconds = bare_loop(sandbox.url, sandbox.api_key)
     finally:
@@ -260,7 +268,7 @@ def unlimited(total: int, env: dict[str, str]) -> Backfill:
     print(
         f"  limits off, {total:,} events: {result.per_second:,.0f} events/s "
         f"({len(log)} requests in {seconds:.1f} s; process wall {end - start:.1f} s, "
-        f"CPU {cpu:.1f} s), peak RSS {rss:.0f} MB, load average {load:.1f}; "
+        f"CPU {cpu:.1f} s; sandbox CPU {served:.1f} s), peak RSS {rss:.0f} MB, load average {load:.1f}; "
         f"bare HTTP + JSON loop {result.bare_per_second:,.0f} events/s, "
         f"ratio {result.ratio:.2f}"
     )

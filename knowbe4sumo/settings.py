@@ -158,6 +158,12 @@ COLLECTION_LEASE = timedelta(seconds=env.int("COLLECTION_LEASE_SECONDS", default
 # A run stops after this long or this many pages (well under the task timeout).
 COLLECTION_RUN_BUDGET_SECONDS = env.int("COLLECTION_RUN_BUDGET_SECONDS", default=120)
 COLLECTION_MAX_PAGES_PER_RUN = env.int("COLLECTION_MAX_PAGES_PER_RUN", default=2000)
+# Pages that arrive while the previous one is being stored are committed
+# together (`engine.store.Batch`), at most this many or for this long (s); a
+# page the run has to wait for (KnowBe4's answer, the rate limit) first
+# commits those before it, so no transaction waits on KnowBe4.
+COLLECTION_BATCH_PAGES = env.int("COLLECTION_BATCH_PAGES", default=20)
+COLLECTION_BATCH_SECONDS = 0.25
 # A queued collection task not picked up within this time is queued again.
 COLLECTION_DISPATCH_GRACE = timedelta(minutes=5)
 # How late the dispatcher may start a due source: its schedule runs every

@@ -8,6 +8,7 @@ inside that time so its window of days is the same on every run.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import Future
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -63,3 +64,52 @@ def stored_ids(source: Source | int) -> list[str]:
 def lookback(days: int = 7, last: date = YESTERDAY) -> tuple[date, date]:
     """The first run's window: `days` closed days ending `last`."""
     return last - timedelta(days=days - 1), last
+
+
+class InlinePool:
+    """Stands in for the fetch thread's pool: each page is fetched when it
+    is asked for ahead, so it has always arrived when the run wants it (a
+    backfill whose database, not KnowBe4, is the slow side)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        pass
+
+    def __enter__(self) -> InlinePool:
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        return False
+
+    def submit(self, fn, *args) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:  # noqa: BLE001 - handed to the run as is
+            future.set_exception(exc)
+        return future
+
+
+class _LateFuture(Future):
+    """A page that has not arrived when the run asks for it: fetched only
+    once the run waits for it (`result`)."""
+
+    def __init__(self, fn, args) -> None:
+        super().__init__()
+        self._call = (fn, args)
+
+    def result(self, timeout=None):
+        if not self.done():
+            fn, args = self._call
+            try:
+                self.set_result(fn(*args))
+            except BaseException as exc:  # noqa: BLE001
+                self.set_exception(exc)
+        return super().result(timeout)
+
+
+class LatePool(InlinePool):
+    """Stands in for the fetch thread's pool: every page must be waited for
+    (KnowBe4, not the database, is the slow side)."""
+
+    def submit(self, fn, *args) -> Future:
+        return _LateFuture(fn, args)

@@ -59,6 +59,7 @@ class RunContext:
     limiter: object = None
     budget: int | None = None  # the key's daily budget, when known
     dropped_counts: dict[str, int] = field(default_factory=dict)
+    batch: object = None  # the open `store.Batch` of the reader's page loop
 
     def scrub(self, text: str) -> str:
         """The key, also URL-encoded or in base64, out of a message or log."""
@@ -81,7 +82,7 @@ class Finish:
 
 
 class Abandon(Exception):
-    """A page could not be committed: lease lost, source stopping or gone."""
+    """Pages could not be committed: lease lost, source stopping or gone."""
 
 
 class QuotaBlocked(Exception):

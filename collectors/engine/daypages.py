@@ -59,9 +59,11 @@ class EventsReader:
                 if point is not None:
                     # A pass that starts now reads the re-scan window now.
                     fresh = {"last_rescan_at": now} if source.cursor_day is None else {}
-                    self._read_days(ctx, fetch, writer, point, last, fresh)
+                    with store.Batch(ctx):
+                        self._read_days(ctx, fetch, writer, point, last, fresh)
                 if poll and not ctx.result.more:
-                    self._read_today(ctx, fetch, writer, now)
+                    with store.Batch(ctx):
+                        self._read_today(ctx, fetch, writer, now)
             finally:
                 fetch.drain()
         return self._finish(ctx, last, poll_every)

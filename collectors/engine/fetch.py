@@ -1,7 +1,9 @@
 """The page fetcher: one request ahead on a helper thread, within the limits.
 
 KnowBe4's latency and our writes overlap: while a page is stored, the next
-one is already on its way (and its rows built). The helper thread never
+one is already on its way (and its rows built). Before the run waits (for an
+answer, the limiter or a Retry-After) it commits the pages it has stored
+(`store.Batch`): no transaction is open while it waits. The helper thread never
 touches the database; the limiter is acquired and released in the run's
 thread (its bookkeeping is per thread and may use the database). A short
 Retry-After on 429 Too Many Requests is waited out here rather than ending
@@ -21,6 +23,7 @@ from django.conf import settings
 
 from collectors.engine.context import BudgetSpent, RunContext
 from collectors.knowbe4.client import TooManyRequests
+from collectors.ratelimit import WaitLonger
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +53,16 @@ class Fetcher:
 
     def _send(self, key: tuple) -> Future:
         """Send one request: the limiter takes it from the key's daily budget
-        first (BudgetSpent when it is used up: nothing is sent)."""
-        self.limiter.acquire()
+        first (BudgetSpent when it is used up: nothing is sent). Should the
+        limiter make it wait, the pages stored so far are committed first."""
+        if self.ctx.batch is not None and self.ctx.batch.open:
+            try:
+                self.limiter.acquire(longest=0)
+            except WaitLonger:
+                self._idle()
+                self.limiter.acquire()
+        else:
+            self.limiter.acquire()
         self.ctx.result.requests += 1
         return self.pool.submit(self._timed, key)
 
@@ -64,7 +75,15 @@ class Fetcher:
             self.finished_at = time.monotonic()
         return self.then(answer)
 
+    def _idle(self) -> None:
+        """The run is about to wait: commit the pages stored so far, so that
+        no transaction stays open while KnowBe4 answers (`store.Batch`)."""
+        if self.ctx.batch is not None:
+            self.ctx.batch.commit()
+
     def _receive(self, future: Future) -> Any:
+        if not future.done():
+            self._idle()
         try:
             return future.result()
         finally:
@@ -99,6 +118,7 @@ class Fetcher:
                 if time.monotonic() + wait >= self.ctx.deadline:
                     raise
                 logger.debug("source %s: 429, waiting %.1fs", self.ctx.source_id, wait)
+                self._idle()
                 sleep(wait)
                 future = self._send(key)
         raise AssertionError("unreachable")  # pragma: no cover
@@ -109,5 +129,7 @@ class Fetcher:
             return
         _, future = self.pending
         self.pending = None
+        if not future.done():
+            self._idle()  # Outside the suppress: an Abandon must propagate.
         with contextlib.suppress(Exception):  # Its page is read again later.
             self._receive(future)

@@ -9,9 +9,10 @@ only, never the key).
 Why it cannot lose or duplicate an event:
 - a per-source lease (one conditional UPDATE, `lifecycle.take_lease`) keeps
   a second delivery of the same task from running at the same time;
-- each page's new messages and the checkpoint move in ONE transaction that
-  also checks the lease is still ours and the source not being deleted
-  (`store.store_page`), and no transaction is open during an HTTP request;
+- each page's new messages and the checkpoint after it move in ONE
+  transaction (with the pages that arrived meanwhile, `store.Batch`) that
+  also checks the lease is still ours and the source not being deleted, and
+  no transaction is open while the run waits for KnowBe4 or the limiter;
 - (source, event id) is unique in the database, so a page read twice adds
   only the events not stored yet.
 """

@@ -1,9 +1,10 @@
-"""Storing pages: event -> row, the raw INSERT, one transaction per page.
+"""Storing pages: event -> row, the raw INSERT, pages and checkpoint together.
 
-A page's new messages, its quarantine rows and the checkpoint commit in ONE
-transaction whose checkpoint UPDATE (`lifecycle.commit_page`) also checks that
-the lease is still ours and the source is not being deleted; otherwise the
-page is rolled back. (source, event id) is unique in the database, so a page
+A page's new messages, its quarantine rows and the checkpoint after it commit
+in ONE transaction (with the pages fetched meanwhile: `Batch`) whose
+checkpoint UPDATE (`lifecycle.commit_page`) also checks that the lease is
+still ours and the source is not being deleted; otherwise the pages are
+rolled back. (source, event id) is unique in the database, so a page
 read twice (after a crash, in the re-scan window, or today's last page read
 again) adds only the events not stored yet. Column widths come from
 `LogMessage._meta`, never repeated here.
@@ -15,6 +16,7 @@ import functools
 import json
 import logging
 import re
+import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
@@ -22,7 +24,7 @@ from django.conf import settings
 from django.db import DataError, IntegrityError, connection, reset_queries, transaction
 from django.utils import timezone
 
-from collectors import lifecycle, quarantine
+from collectors import ledger, lifecycle, quarantine
 from collectors.engine.context import Abandon, RunContext
 from collectors.knowbe4 import events
 from collectors.knowbe4.client import EventsPage
@@ -339,37 +341,170 @@ def store_page(
     following: tuple[date | None, int, date | None],
     **progress,
 ) -> None:
-    """Commit the page's new messages and the checkpoint in one transaction.
+    """Store the page's new messages and move the checkpoint past it, in the
+    reader's open `Batch` (committed with it), else in a transaction of its own.
 
     `prepared` is the page with its rows (`MessageWriter.prepare`), `at` where
     it was read (day, page), `following` the checkpoint after it (next day,
     next page, last complete day) and `progress` a reader's own bookkeeping
-    of the same moment. Entries that cannot be stored go to quarantine in
-    that transaction; they never fail the page (see `quarantine`). Raises
-    Abandon when the page was rolled back.
+    of the same moment. Entries that cannot be stored go to quarantine with
+    the page; they never fail it (see `quarantine`). Raises Abandon when the
+    pages were rolled back.
     """
-    source = ctx.source
-    next_day, next_page, complete = following
-    with transaction.atomic():
-        stored, refused = writer.insert(prepared.rows)
-        quarantine.add(source, at[0], at[1], prepared.rejected + refused)
-        dropped = dict(ctx.dropped_counts)
+    if ctx.batch is not None:
+        ctx.batch.add(writer, prepared, at, following, progress)
+        return
+    with Batch(ctx) as alone:
+        alone.add(writer, prepared, at, following, progress)
+
+
+class Batch:
+    """Consecutive pages of a reader's loop, committed in ONE transaction
+    with the checkpoint after the last of them.
+
+    Why: on SQLite a COMMIT costs about as much as the INSERT of a page, so
+    a backfill whose pages arrive faster than they are stored spends half its
+    time committing. Pages join the open batch only while the run has nothing
+    to wait for: before waiting for KnowBe4's answer or for the rate limiter
+    (`fetch.Fetcher`), and after COLLECTION_BATCH_PAGES pages or
+    COLLECTION_BATCH_SECONDS, the batch commits. So no transaction stays open
+    while KnowBe4 answers, a crash re-reads at most one batch (its events are
+    skipped by the unique constraint, never stored twice), and at 4 requests
+    a second each page commits on its own, as before.
+
+    The checkpoint UPDATE checks the lease and the stopping flag at the
+    commit; when it fails, every page of the batch rolls back (Abandon). The
+    requests sent meanwhile were counted in the key's quota ledger inside the
+    transaction, so a rollback counts them again: a sent request always counts.
+    """
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+        self._atomic: transaction.Atomic | None = None
+        self._clear()
+
+    def _clear(self) -> None:
+        self._opened_at = 0.0
+        self._requests_at = 0  # ctx.result.requests when the batch opened
+        self._pages = self._stored = 0
+        self._checkpoint: tuple | None = None
+        self._progress: dict = {}
+        self._dropped: dict[str, int] = {}
+
+    @property
+    def open(self) -> bool:
+        return self._atomic is not None
+
+    def __enter__(self) -> Batch:
+        self.ctx.batch = self
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        """Commit what is stored, also when the loop ended on a failure of its
+        own (KnowBe4's answer, the budget): those pages are whole, and each
+        would have been committed alone. Only a page that failed is lost, its
+        savepoint already rolled back."""
+        self.ctx.batch = None
+        if exc_type is None:
+            self.commit()
+        elif self.open:
+            try:
+                self.commit()
+            except Exception:  # The loop's own failure is the one to report.
+                logger.warning(
+                    "source %s: the pages stored before a failure were not committed",
+                    self.ctx.source_id,
+                    exc_info=True,
+                )
+        return False
+
+    def add(
+        self,
+        writer: MessageWriter,
+        prepared: Prepared,
+        at: tuple[date, int],
+        following: tuple[date | None, int, date | None],
+        progress: dict,
+    ) -> None:
+        """Store one page in the batch (a savepoint: a page that fails leaves
+        the others whole), then commit if the batch is full or old enough."""
+        ctx = self.ctx
+        if self._atomic is None:
+            self._atomic = transaction.atomic()
+            self._atomic.__enter__()
+            self._opened_at = time.monotonic()
+            self._requests_at = ctx.result.requests
+            self._dropped = dict(ctx.dropped_counts)
+        with transaction.atomic():
+            stored, refused = writer.insert(prepared.rows)
+            quarantine.add(ctx.source, at[0], at[1], prepared.rejected + refused)
         for key in writer.dropped:
-            dropped[key] = dropped.get(key, 0) + stored
-        if not lifecycle.commit_page(
-            source,
-            ctx.owner,
-            cursor_day=next_day,
-            cursor_page=next_page,
-            last_complete_day=complete,
-            dropped_fields=dropped,
-            now=timezone.now(),
-            **progress,
+            self._dropped[key] = self._dropped.get(key, 0) + stored
+        self._checkpoint = following
+        self._progress.update(progress)
+        self._pages += 1
+        self._stored += stored
+        ctx.result.pages += 1  # Counted now: the run's page budget sees it.
+        ctx.result.stored += stored
+        # With DEBUG on (make run) Django logs every query of a long-lived
+        # worker connection; a backfill should not carry thousands of them.
+        reset_queries()
+        if (
+            self._pages >= settings.COLLECTION_BATCH_PAGES
+            or time.monotonic() - self._opened_at >= settings.COLLECTION_BATCH_SECONDS
         ):
+            self.commit()
+
+    def commit(self) -> None:
+        """Move the checkpoint past the last page and COMMIT (nothing to do
+        when no batch is open). Abandon, all rolled back, when the lease is no
+        longer ours or the source is being deleted."""
+        if self._atomic is None:
+            return
+        ctx = self.ctx
+        if self._checkpoint is None:  # No page completed: nothing to keep.
+            self._rollback()
+            return
+        next_day, next_page, complete = self._checkpoint
+        try:
+            moved = lifecycle.commit_page(
+                ctx.source,
+                ctx.owner,
+                cursor_day=next_day,
+                cursor_page=next_page,
+                last_complete_day=complete,
+                dropped_fields=self._dropped,
+                now=timezone.now(),
+                **self._progress,
+            )
+        except BaseException:
+            self._rollback()
+            raise
+        if not moved:
+            self._rollback()
             raise Abandon
-    ctx.dropped_counts = dropped
-    # With DEBUG on (make run) Django logs every query of a long-lived
-    # worker connection; a backfill should not carry thousands of them.
-    reset_queries()
-    ctx.result.pages += 1
-    ctx.result.stored += stored
+        atomic, self._atomic = self._atomic, None
+        try:
+            atomic.__exit__(None, None, None)  # COMMIT (rolled back if it fails)
+        except BaseException:
+            self._uncount()
+            raise
+        ctx.dropped_counts = self._dropped
+        self._clear()
+
+    def _rollback(self) -> None:
+        """Undo the open transaction, then count its requests again."""
+        atomic, self._atomic = self._atomic, None
+        atomic.__exit__(Abandon, Abandon(), None)
+        self._uncount()
+
+    def _uncount(self) -> None:
+        """After a rollback: the batch's pages were not stored after all, and
+        the requests sent while it was open are counted again in the key's
+        quota ledger (their first count was rolled back with it)."""
+        result = self.ctx.result
+        result.pages -= self._pages
+        result.stored -= self._stored
+        for _ in range(result.requests - self._requests_at):
+            ledger.take(self.ctx.api, self.ctx.key_hash, None)
+        self._clear()

@@ -1,0 +1,160 @@
+"""Pages committed together (`engine.store.Batch`): pages that arrived while
+the one before was stored share a transaction with the checkpoint after the
+last of them; a page the run must wait for (KnowBe4's answer, the rate
+limiter) commits the others first. Whatever ends a batch, every event is
+stored once and every request sent stays counted."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from collectors import crypto, engine, ledger, lifecycle, ratelimit
+from collectors.choices import ErrorType
+from collectors.engine import daypages
+from collectors.engine import store as engine_store
+from collectors.models import HealthEvent, LogMessage, Source
+from tests import engine_support as es
+from tests.sandbox_support import running_sandbox
+
+clock, sb = es.clock, es.sb
+
+
+@pytest.fixture
+def fast(clock):
+    """A sandbox with its limits off (10 days of 50 events: a page a day)."""
+    with running_sandbox(days=10, events_per_day=50, rate_limit=False) as server:
+        yield server
+
+
+@pytest.fixture
+def commits(monkeypatch) -> list:
+    """The cursor day of each checkpoint UPDATE, one per commit."""
+    seen, real = [], lifecycle.commit_page
+
+    def spy(source, owner, **kw):
+        seen.append(kw["cursor_day"])
+        return real(source, owner, **kw)
+
+    monkeypatch.setattr(lifecycle, "commit_page", spy)
+    return seen
+
+
+def test_it_commits_pages_that_have_arrived_together(
+    settings, fast, collector, commits, monkeypatch
+):
+    settings.KNOWBE4_RATE_LIMIT = False
+    settings.COLLECTION_BATCH_PAGES = 3
+    monkeypatch.setattr(daypages, "ThreadPoolExecutor", es.InlinePool)
+    source = es.sandbox_source(settings, fast, collector)
+
+    result = engine.run(source.pk)
+
+    assert (result.outcome, result.pages, result.stored) == ("caught_up", 7, 350)
+    first, last = es.lookback()
+    # Pages 3, 6 and 7 end the three transactions (7 days, a page each).
+    assert commits == [first + timedelta(days=n) for n in (3, 6)] + [None]
+    assert sorted(es.stored_ids(source)) == sorted(fast.event_ids(first, last))
+    source.refresh_from_db()
+    assert source.last_complete_day == last and source.cursor_day is None
+
+
+def test_it_commits_each_page_alone_when_it_waits_for_the_next(
+    settings, fast, collector, commits, monkeypatch
+):
+    settings.KNOWBE4_RATE_LIMIT = False
+    monkeypatch.setattr(daypages, "ThreadPoolExecutor", es.LatePool)
+    source = es.sandbox_source(settings, fast, collector)
+
+    result = engine.run(source.pk)
+
+    assert (result.pages, result.stored) == (7, 350)
+    assert len(commits) == 7
+
+
+def test_it_commits_before_the_rate_limiter_makes_it_wait(
+    settings, sb, collector, monkeypatch
+):
+    settings.KNOWBE4_RATE_LIMIT = True
+    monkeypatch.setattr(daypages, "ThreadPoolExecutor", es.InlinePool)
+    batches, waits, real_sleep = [], [], ratelimit.time.sleep
+    real_enter = engine_store.Batch.__enter__
+
+    def enter(batch):
+        batches.append(batch)
+        return real_enter(batch)
+
+    def sleep(seconds):
+        waits.append([b for b in batches if b.open])
+        real_sleep(seconds)
+
+    monkeypatch.setattr(engine_store.Batch, "__enter__", enter)
+    monkeypatch.setattr(ratelimit.time, "sleep", sleep)
+    source = es.sandbox_source(settings, sb, collector)
+
+    result = engine.run(source.pk)
+
+    assert (result.outcome, result.stored) == ("caught_up", 350)
+    assert waits, "7 requests at 4 a second: the limiter made the run wait"
+    assert all(open_batches == [] for open_batches in waits)
+    assert not any(r.status == 429 for r in es.api_requests(sb))
+
+
+def test_it_keeps_the_pages_stored_before_knowbe4_fails(
+    settings, fast, collector, monkeypatch
+):
+    settings.KNOWBE4_RATE_LIMIT = False
+    monkeypatch.setattr(daypages, "ThreadPoolExecutor", es.InlinePool)
+    source = es.sandbox_source(settings, fast, collector)
+    real, calls = engine_store.store_page, []
+
+    def store(ctx, *args, **kw):
+        calls.append(1)
+        if len(calls) == 2:  # Requests 1-3 are sent; the 4th one fails.
+            fast.inject("status", count=20, status=503)
+        return real(ctx, *args, **kw)
+
+    monkeypatch.setattr(engine_store, "store_page", store)
+
+    result = engine.run(source.pk)
+
+    assert result.pages == 3
+    assert LogMessage.objects.filter(source=source).count() == 150
+    source.refresh_from_db()
+    first, _ = es.lookback()
+    assert source.cursor_day == first + timedelta(days=3)
+    assert HealthEvent.objects.filter(
+        source=source, error_type=ErrorType.THIRD_PARTY_GENERIC
+    ).exists()
+
+
+def test_it_rolls_back_a_batch_whose_lease_was_lost_and_still_counts_its_requests(
+    settings, fast, collector, monkeypatch
+):
+    settings.KNOWBE4_RATE_LIMIT = False
+    settings.COLLECTION_BATCH_PAGES = 3
+    monkeypatch.setattr(daypages, "ThreadPoolExecutor", es.InlinePool)
+    source = es.sandbox_source(settings, fast, collector)
+    real = engine_store.store_page
+
+    def store(ctx, *args, **kw):
+        if ctx.batch is not None and not ctx.batch.open:
+            # The lease expired and another worker took it while page 1 was read.
+            Source.objects.filter(pk=source.pk).update(lease_owner="thief:1:x")
+        return real(ctx, *args, **kw)
+
+    monkeypatch.setattr(engine_store, "store_page", store)
+
+    result = engine.run(source.pk)
+
+    assert result.outcome == "lease_lost" and result.pages == 0
+    assert LogMessage.objects.count() == 0
+    source.refresh_from_db()
+    assert source.cursor_day is None and source.lease_owner == "thief:1:x"
+    # Four requests went out (pages 1-3 and page 4 ahead), two of them while the
+    # batch was open: their counts, rolled back with it, were taken again.
+    sent = len(es.api_requests(fast))
+    assert sent == 4
+    key = crypto.key_fingerprint(fast.api_key)
+    assert ledger.window("events", key).used == sent
