@@ -268,7 +268,8 @@ def unlimited(total: int, env: dict[str, str]) -> Backfill:
     print(
         f"  limits off, {total:,} events: {result.per_second:,.0f} events/s "
         f"({len(log)} requests in {seconds:.1f} s; process wall {end - start:.1f} s, "
-        f"CPU {cpu:.1f} s; sandbox CPU {served:.1f} s), peak RSS {rss:.0f} MB, load average {load:.1f}; "
+        f"CPU {cpu:.1f} s; sandbox CPU {served:.1f} s), peak RSS {rss:.0f} MB, "
+        f"load average {load:.1f}; "
         f"bare HTTP + JSON loop {result.bare_per_second:,.0f} events/s, "
         f"ratio {result.ratio:.2f}"
     )
