@@ -10,8 +10,9 @@ of the killed one at once (the engine recognises a dead holder on this host).
 The kill points are progress points, not moments on a clock: the sandbox's
 gate answers only a few more requests per round, so each collector stops
 within a known number of pages whatever the machine's speed, and the kill
-lands at a random moment inside that bound (held at the gate, or just after
-one or two more pages were let through: possibly mid-transaction). Ten kills
+lands at a random moment inside that bound (held at the gate once what it
+read before has been committed, or just after one or two more pages were let
+through: possibly mid-transaction, with pages that arrived together). Ten kills
 therefore always land mid-backfill, on a fast machine or a loaded one.
 """
 
@@ -83,6 +84,7 @@ def kill_in_round(
     the bound. True if it was killed, False if it finished first."""
     allow = flush_gate(sandbox) + rng.randint(*ROUND_REQUESTS)
     sandbox.gate(allow)
+    before = stored(source_id)
     proc = start_collector(source_id, env)
     deadline = time.monotonic() + 120
     while sandbox.gate_status()["waiting"] == 0:
@@ -95,6 +97,13 @@ def kill_in_round(
             print(f"the collector exited before the gate: {state} {err[-2000:]}")
             return False
         assert time.monotonic() < deadline, "the collector never reached the gate"
+        time.sleep(0.02)
+    # The pages it read before the gate commit once it waits there (pages that
+    # arrived together share a transaction, `engine.store.Batch`): wait for
+    # that progress, so a kill now shows what a restart kept.
+    while stored(source_id) == before:
+        assert proc.poll() is None, "the collector exited at the gate"
+        assert time.monotonic() < deadline, "the collector never committed a page"
         time.sleep(0.02)
     extra = rng.choice((0, 0, 1, 2))
     if extra:  # one or two more pages, killed while it fetches or stores them

@@ -56,7 +56,10 @@ def time_adapter():
     rest of a page's work, so it is done directly here.
     """
     if connection.vendor == "sqlite" and settings.USE_TZ:
-        return lambda when: str(when.astimezone(UTC).replace(tzinfo=None))
+        # The UTC time's ISO text less its "+00:00": what str() of the naive
+        # time gives, in a fifth of the time (replace(tzinfo=None) alone
+        # costs 1 us, and a page has 100 times to write).
+        return lambda when: when.astimezone(UTC).isoformat(" ")[:-6]
     return connection.ops.adapt_datetimefield_value
 
 
@@ -71,9 +74,12 @@ def _insert_head(columns: tuple[str, ...]) -> str:
 
 
 def _insert_tail() -> str:
-    """Duplicates are skipped by the unique constraint; RETURNING counts the
-    rows that were new."""
-    return f" ON CONFLICT DO NOTHING RETURNING {connection.ops.quote_name('event_id')}"
+    """Duplicates are skipped by the unique constraint. No RETURNING: the
+    cursor's rowcount is the number of rows inserted (a skipped duplicate is
+    not a change), and on SQLite each RETURNING row is one more step of the
+    statement, each giving up and taking back the GIL, which the fetch thread
+    holds while it parses the next page."""
+    return " ON CONFLICT DO NOTHING"
 
 
 def insert_rows(rows: list[tuple], columns: tuple[str, ...] = COLUMNS) -> int:
@@ -114,7 +120,7 @@ def _insert_values(rows: list[tuple], columns: tuple[str, ...]) -> int:
         try:
             sql = _values_sql(len(rows), columns)
             cursor.execute(sql, [v for row in rows for v in row])
-            return len(cursor.fetchall())
+            return cursor.rowcount
         finally:
             cursor.close()
 
@@ -157,7 +163,7 @@ def _insert_unnest(rows: list[tuple], columns: tuple[str, ...]) -> int:
     arrays = [list(column) for column in zip(*rows, strict=True)]
     with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cur:
         cur.execute(_unnest_sql(columns), arrays, prepare=False)
-        return len(cur.fetchall())
+        return cur.rowcount
 
 
 # --- building and storing rows ------------------------------------------------
