@@ -242,8 +242,8 @@ def commit_page(
     now: datetime,
     **progress,
 ) -> bool:
-    """Move the checkpoint past a stored page and renew the lease; call it in
-    the page's transaction. False (roll the page back) when the lease is no
+    """Move the checkpoint past stored pages and renew the lease; call it in
+    the pages' transaction. False (roll them back) when the lease is no
     longer ours or the source is being deleted. `progress`: a reader's own
     bookkeeping columns of the same moment (today's poll, say)."""
     moved = _ours(source.pk, owner).update(

@@ -8,7 +8,8 @@
     window     which days and pages are due
     fetch      the page fetcher: one page ahead, the limiter, short 429 waits
     store      event -> row, the raw INSERT, a page with its quarantine rows
-               and its checkpoint in one transaction
+               and its checkpoint in one transaction (with the pages that
+               arrived meanwhile: `store.Batch`)
     failures   config / quota / throttled / generic -> health event + schedule
     context    the small run context every stage is passed
 

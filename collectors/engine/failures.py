@@ -90,7 +90,7 @@ def delete_source(ctx: RunContext) -> None:
 
 
 def after_abandon(ctx: RunContext) -> None:
-    """A page was rolled back: find out why and act on it."""
+    """Pages were rolled back: find out why and act on it."""
     state = lifecycle.current_state(ctx.source_id)
     if state is None:
         ctx.result.outcome = "gone"
