@@ -74,31 +74,42 @@ def test_it_commits_each_page_alone_when_it_waits_for_the_next(
 
 
 def test_it_commits_before_the_rate_limiter_makes_it_wait(
-    settings, sb, collector, monkeypatch
+    settings, fast, collector, monkeypatch
 ):
     settings.KNOWBE4_RATE_LIMIT = True
     monkeypatch.setattr(daypages, "ThreadPoolExecutor", es.InlinePool)
     batches, waits, real_sleep = [], [], ratelimit.time.sleep
     real_enter = engine_store.Batch.__enter__
+    backend = type(ratelimit.default_backend())
+    real_try, tokens, pending = backend.try_acquire, [], []
 
     def enter(batch):
         batches.append(batch)
         return real_enter(batch)
+
+    def try_acquire(self, key_hash, token, *args, **kw):
+        # Every second request has to wait its turn once, whatever the speed.
+        if token not in tokens:
+            tokens.append(token)
+            if len(tokens) % 2 == 0:
+                pending.append(any(b.open for b in batches))
+                return 0.01
+        return real_try(self, key_hash, token, *args, **kw)
 
     def sleep(seconds):
         waits.append([b for b in batches if b.open])
         real_sleep(seconds)
 
     monkeypatch.setattr(engine_store.Batch, "__enter__", enter)
+    monkeypatch.setattr(backend, "try_acquire", try_acquire)
     monkeypatch.setattr(ratelimit.time, "sleep", sleep)
-    source = es.sandbox_source(settings, sb, collector)
+    source = es.sandbox_source(settings, fast, collector)
 
     result = engine.run(source.pk)
 
     assert (result.outcome, result.stored) == ("caught_up", 350)
-    assert waits, "7 requests at 4 a second: the limiter made the run wait"
-    assert all(open_batches == [] for open_batches in waits)
-    assert not any(r.status == 429 for r in es.api_requests(sb))
+    assert any(pending), "a wait came while stored pages were not committed"
+    assert waits and all(open_batches == [] for open_batches in waits)
 
 
 def test_it_keeps_the_pages_stored_before_knowbe4_fails(
