@@ -333,6 +333,12 @@ class Limiter:
         self.budget = budget
         self._local = threading.local()
 
+    @property
+    def uses_database(self) -> bool:
+        """Whether its slots are rows of this database: written in the
+        caller's transaction, and rolled back with it."""
+        return isinstance(self.backend, DatabaseBackend)
+
     def _tokens(self) -> list[str]:
         if not hasattr(self._local, "tokens"):
             self._local.tokens = []
@@ -378,6 +384,8 @@ class NullLimiter:
     off. Every request is still taken from the key's daily budget and counted,
     as in production: the source page's "used today" stays true, and the
     benchmark measures what a deployment pays per request."""
+
+    uses_database = False  # No slots kept (the ledger's count is separate).
 
     def __init__(
         self, key_hash: str, *, api: str = ledger.EVENTS, budget: int | None = None

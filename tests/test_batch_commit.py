@@ -14,7 +14,7 @@ from collectors import crypto, engine, ledger, lifecycle, ratelimit
 from collectors.choices import ErrorType
 from collectors.engine import daypages
 from collectors.engine import store as engine_store
-from collectors.models import HealthEvent, LogMessage, Source
+from collectors.models import ApiKeyUsage, HealthEvent, LogMessage, Source
 from tests import engine_support as es
 from tests.sandbox_support import running_sandbox
 
@@ -73,43 +73,85 @@ def test_it_commits_each_page_alone_when_it_waits_for_the_next(
     assert len(commits) == 7
 
 
-def test_it_commits_before_the_rate_limiter_makes_it_wait(
-    settings, fast, collector, monkeypatch
-):
-    settings.KNOWBE4_RATE_LIMIT = True
-    monkeypatch.setattr(daypages, "ThreadPoolExecutor", es.InlinePool)
-    batches, waits, real_sleep = [], [], ratelimit.time.sleep
-    real_enter = engine_store.Batch.__enter__
-    backend = type(ratelimit.default_backend())
-    real_try, tokens, pending = backend.try_acquire, [], []
+class SlowTurns:
+    """A limiter backend outside the database (as Redis is) that makes every
+    second request wait its turn once, whatever the machine's speed."""
+
+    def __init__(self) -> None:
+        self.tokens: list[str] = []
+        self.waited_with_pages: list[bool] = []  # was a batch open then?
+        self.batches: list[engine_store.Batch] = []
+
+    def try_acquire(self, key_hash, token, stale, api="events") -> float:
+        if token not in self.tokens:
+            self.tokens.append(token)
+            if len(self.tokens) % 2 == 0:
+                self.waited_with_pages.append(any(b.open for b in self.batches))
+                return 0.01
+        return 0.0
+
+    def release(self, key_hash, token, ago=0.0, api="events") -> None:
+        pass
+
+
+@pytest.fixture
+def watched(monkeypatch) -> list:
+    """Every Batch the runs open, to look at while they wait."""
+    batches, real_enter = [], engine_store.Batch.__enter__
 
     def enter(batch):
         batches.append(batch)
         return real_enter(batch)
 
-    def try_acquire(self, key_hash, token, *args, **kw):
-        # Every second request has to wait its turn once, whatever the speed.
-        if token not in tokens:
-            tokens.append(token)
-            if len(tokens) % 2 == 0:
-                pending.append(any(b.open for b in batches))
-                return 0.01
-        return real_try(self, key_hash, token, *args, **kw)
+    monkeypatch.setattr(engine_store.Batch, "__enter__", enter)
+    return batches
+
+
+def test_it_commits_before_the_rate_limiter_makes_it_wait(
+    settings, fast, collector, monkeypatch, watched
+):
+    settings.KNOWBE4_RATE_LIMIT = True
+    monkeypatch.setattr(daypages, "ThreadPoolExecutor", es.InlinePool)
+    backend = SlowTurns()
+    backend.batches = watched
+    monkeypatch.setattr(ratelimit, "default_backend", lambda: backend)
+    waits, real_sleep = [], ratelimit.time.sleep
 
     def sleep(seconds):
-        waits.append([b for b in batches if b.open])
+        waits.append([b for b in watched if b.open])
         real_sleep(seconds)
 
-    monkeypatch.setattr(engine_store.Batch, "__enter__", enter)
-    monkeypatch.setattr(backend, "try_acquire", try_acquire)
     monkeypatch.setattr(ratelimit.time, "sleep", sleep)
     source = es.sandbox_source(settings, fast, collector)
 
     result = engine.run(source.pk)
 
     assert (result.outcome, result.stored) == ("caught_up", 350)
-    assert any(pending), "a wait came while stored pages were not committed"
+    assert any(backend.waited_with_pages), "a wait came with pages uncommitted"
     assert waits and all(open_batches == [] for open_batches in waits)
+
+
+def test_it_keeps_the_database_limiters_slots_out_of_a_batch(
+    settings, fast, collector, monkeypatch, watched
+):
+    settings.KNOWBE4_RATE_LIMIT = True
+    settings.REDIS_URL = ""  # The limiter's slots are rows of this database.
+    monkeypatch.setattr(daypages, "ThreadPoolExecutor", es.InlinePool)
+    backend = type(ratelimit.default_backend())
+    assert backend is ratelimit.DatabaseBackend
+    real_try, during = backend.try_acquire, []
+
+    def try_acquire(self, *args, **kw):
+        during.append([b for b in watched if b.open])
+        return real_try(self, *args, **kw)
+
+    monkeypatch.setattr(backend, "try_acquire", try_acquire)
+    source = es.sandbox_source(settings, fast, collector)
+
+    result = engine.run(source.pk)
+
+    assert (result.outcome, result.stored) == ("caught_up", 350)
+    assert len(during) >= 7 and all(open_batches == [] for open_batches in during)
 
 
 def test_it_keeps_the_pages_stored_before_knowbe4_fails(
@@ -169,3 +211,28 @@ def test_it_rolls_back_a_batch_whose_lease_was_lost_and_still_counts_its_request
     assert sent == 4
     key = crypto.key_fingerprint(fast.api_key)
     assert ledger.window("events", key).used == sent
+
+
+def test_it_frees_the_limiter_slot_of_the_answer_it_was_waiting_for_when_abandoned(
+    settings, fast, collector, monkeypatch
+):
+    settings.KNOWBE4_RATE_LIMIT = True
+    settings.REDIS_URL = ""  # The slots are rows: they can be looked at.
+    monkeypatch.setattr(daypages, "ThreadPoolExecutor", es.LatePool)
+    source = es.sandbox_source(settings, fast, collector)
+    real = engine_store.store_page
+
+    def store(ctx, *args, **kw):
+        # Another worker took the lease while page 1 was read: the commit
+        # before waiting for page 2 fails.
+        Source.objects.filter(pk=source.pk).update(lease_owner="thief:1:x")
+        return real(ctx, *args, **kw)
+
+    monkeypatch.setattr(engine_store, "store_page", store)
+
+    result = engine.run(source.pk)
+
+    assert result.outcome == "lease_lost" and result.requests == 2
+    usage = ApiKeyUsage.objects.get(key_hash=crypto.key_fingerprint(fast.api_key))
+    assert len(usage.recent) == 2
+    assert all(done for _at, _token, done in usage.recent)  # none left in flight

@@ -54,15 +54,22 @@ class Fetcher:
     def _send(self, key: tuple) -> Future:
         """Send one request: the limiter takes it from the key's daily budget
         first (BudgetSpent when it is used up: nothing is sent). Should the
-        limiter make it wait, the pages stored so far are committed first."""
-        if self.ctx.batch is not None and self.ctx.batch.open:
+        limiter make it wait, or keep its slots in the database (which a
+        rolled-back batch would undo), the pages stored so far are committed
+        first."""
+        batch = self.ctx.batch
+        if batch is None or not batch.open:
+            self.limiter.acquire()
+        elif getattr(self.limiter, "uses_database", True):
+            # Its slots are rows: they must not roll back with the pages.
+            self._idle()
+            self.limiter.acquire()
+        else:
             try:
                 self.limiter.acquire(longest=0)
             except WaitLonger:
                 self._idle()
                 self.limiter.acquire()
-        else:
-            self.limiter.acquire()
         self.ctx.result.requests += 1
         return self.pool.submit(self._timed, key)
 
@@ -82,14 +89,27 @@ class Fetcher:
             self.ctx.batch.commit()
 
     def _receive(self, future: Future) -> Any:
-        if not future.done():
-            self._idle()
+        """The answer, once the pages stored so far are committed. Should that
+        commit fail (Abandon), the answer is still waited out and its limiter
+        slot freed, then the failure raised."""
+        try:
+            if not future.done():
+                self._idle()
+        except BaseException:
+            self._settle(future)
+            raise
         try:
             return future.result()
         finally:
             # The limiter counts the next second from the answer's arrival, not
             # from now (after the previous page was stored): safe and faster.
             self.limiter.release(finished_at=self.finished_at)
+
+    def _settle(self, future: Future) -> None:
+        """Wait out a request whose answer will not be used; free its slot."""
+        with contextlib.suppress(Exception):  # Its page is read again later.
+            future.result()
+        self.limiter.release(finished_at=self.finished_at)
 
     def ahead(self, *key) -> None:
         """Start fetching the page after the current one."""
@@ -129,7 +149,8 @@ class Fetcher:
             return
         _, future = self.pending
         self.pending = None
-        if not future.done():
-            self._idle()  # Outside the suppress: an Abandon must propagate.
-        with contextlib.suppress(Exception):  # Its page is read again later.
-            self._receive(future)
+        try:
+            if not future.done():
+                self._idle()  # An Abandon propagates, after the settling.
+        finally:
+            self._settle(future)
