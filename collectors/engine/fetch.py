@@ -60,7 +60,7 @@ class Fetcher:
         batch = self.ctx.batch
         if batch is None or not batch.open:
             self.limiter.acquire()
-        elif getattr(self.limiter, "uses_database", True):
+        elif self.limiter.uses_database:
             # Its slots are rows: they must not roll back with the pages.
             self._idle()
             self.limiter.acquire()

@@ -391,8 +391,8 @@ class Batch:
 
     def _clear(self) -> None:
         self._opened_at = 0.0
-        self._requests_at = 0  # ctx.result.requests when the batch opened
-        self._pages = self._stored = 0
+        # ctx.result's requests, pages and stored when the batch opened.
+        self._counts_at = (0, 0, 0)
         self._checkpoint: tuple | None = None
         self._progress: dict = {}
         self._dropped: dict[str, int] = {}
@@ -439,7 +439,8 @@ class Batch:
             self._atomic = transaction.atomic()
             self._atomic.__enter__()
             self._opened_at = time.monotonic()
-            self._requests_at = ctx.result.requests
+            result = ctx.result
+            self._counts_at = (result.requests, result.pages, result.stored)
             self._dropped = dict(ctx.dropped_counts)
         with transaction.atomic():
             stored, refused = writer.insert(prepared.rows)
@@ -448,15 +449,13 @@ class Batch:
             self._dropped[key] = self._dropped.get(key, 0) + stored
         self._checkpoint = following
         self._progress.update(progress)
-        self._pages += 1
-        self._stored += stored
         ctx.result.pages += 1  # Counted now: the run's page budget sees it.
         ctx.result.stored += stored
         # With DEBUG on (make run) Django logs every query of a long-lived
         # worker connection; a backfill should not carry thousands of them.
         reset_queries()
         if (
-            self._pages >= settings.COLLECTION_BATCH_PAGES
+            ctx.result.pages - self._counts_at[1] >= settings.COLLECTION_BATCH_PAGES
             or time.monotonic() - self._opened_at >= settings.COLLECTION_BATCH_SECONDS
         ):
             self.commit()
@@ -509,8 +508,7 @@ class Batch:
         the requests sent while it was open are counted again in the key's
         quota ledger (their first count was rolled back with it)."""
         result = self.ctx.result
-        result.pages -= self._pages
-        result.stored -= self._stored
-        for _ in range(result.requests - self._requests_at):
+        requests_at, result.pages, result.stored = self._counts_at
+        for _ in range(result.requests - requests_at):
             ledger.take(self.ctx.api, self.ctx.key_hash, None)
         self._clear()
