@@ -5,7 +5,13 @@ Factories take keyword overrides so each test says only what matters to it.
 
 from __future__ import annotations
 
-from collectors.models import FieldDefinition, HostedCollector, Source, SourceField
+from collectors.models import (
+    FieldDefinition,
+    HostedCollector,
+    LogMessage,
+    Source,
+    SourceField,
+)
 
 API_KEY = "kb4-test-key-AbCdEfGh-0123456789-wxyz"
 
@@ -191,4 +197,13 @@ def store_record(source: Source, data_type: str, record: dict, seen) -> None:
         collector_name=source.collector.name,
         user_email=v.user_email,
         event_type=v.event_type,
+    )
+
+
+def history(source: Source, data_type: str, event_id: str) -> list[LogMessage]:
+    """A Reporting record's versions in the order they were stored."""
+    return list(
+        LogMessage.objects.filter(
+            source=source, data_type=data_type, event_id=event_id
+        ).order_by("id")
     )

@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 import time_machine
 
+from collectors.engine import store as engine_store
 from collectors.knowbe4.sandbox import SandboxServer
 from collectors.models import LogMessage, Source
 from tests.cast import make_source
@@ -113,3 +114,18 @@ class LatePool(InlinePool):
 
     def submit(self, fn, *args) -> Future:
         return _LateFuture(fn, args)
+
+
+THIEF = "thief:1:x"
+
+
+def steal_lease_before_each_page(monkeypatch, source: Source) -> None:
+    """Another worker takes the source's lease while each page is read, so
+    the run's checkpoint UPDATE finds it is no longer the owner."""
+    real = engine_store.store_page
+
+    def store(ctx, *args, **kw):
+        Source.objects.filter(pk=source.pk).update(lease_owner=THIEF)
+        return real(ctx, *args, **kw)
+
+    monkeypatch.setattr(engine_store, "store_page", store)

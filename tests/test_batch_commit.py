@@ -14,7 +14,7 @@ from collectors import crypto, engine, ledger, lifecycle, ratelimit
 from collectors.choices import ErrorType
 from collectors.engine import daypages
 from collectors.engine import store as engine_store
-from collectors.models import ApiKeyUsage, HealthEvent, LogMessage, Source
+from collectors.models import ApiKeyUsage, HealthEvent, LogMessage
 from tests import engine_support as es
 from tests.sandbox_support import running_sandbox
 
@@ -189,22 +189,14 @@ def test_it_rolls_back_a_batch_whose_lease_was_lost_and_still_counts_its_request
     settings.COLLECTION_BATCH_PAGES = 3
     monkeypatch.setattr(daypages, "ThreadPoolExecutor", es.InlinePool)
     source = es.sandbox_source(settings, fast, collector)
-    real = engine_store.store_page
-
-    def store(ctx, *args, **kw):
-        if ctx.batch is not None and not ctx.batch.open:
-            # The lease expired and another worker took it while page 1 was read.
-            Source.objects.filter(pk=source.pk).update(lease_owner="thief:1:x")
-        return real(ctx, *args, **kw)
-
-    monkeypatch.setattr(engine_store, "store_page", store)
+    es.steal_lease_before_each_page(monkeypatch, source)
 
     result = engine.run(source.pk)
 
     assert result.outcome == "lease_lost" and result.pages == 0
     assert LogMessage.objects.count() == 0
     source.refresh_from_db()
-    assert source.cursor_day is None and source.lease_owner == "thief:1:x"
+    assert source.cursor_day is None and source.lease_owner == es.THIEF
     # Four requests went out (pages 1-3 and page 4 ahead), two of them while the
     # batch was open: their counts, rolled back with it, were taken again.
     sent = len(es.api_requests(fast))
@@ -220,15 +212,8 @@ def test_it_frees_the_limiter_slot_of_the_answer_it_was_waiting_for_when_abandon
     settings.REDIS_URL = ""  # The slots are rows: they can be looked at.
     monkeypatch.setattr(daypages, "ThreadPoolExecutor", es.LatePool)
     source = es.sandbox_source(settings, fast, collector)
-    real = engine_store.store_page
-
-    def store(ctx, *args, **kw):
-        # Another worker took the lease while page 1 was read: the commit
-        # before waiting for page 2 fails.
-        Source.objects.filter(pk=source.pk).update(lease_owner="thief:1:x")
-        return real(ctx, *args, **kw)
-
-    monkeypatch.setattr(engine_store, "store_page", store)
+    # Taken while page 1 was read: the commit before waiting for page 2 fails.
+    es.steal_lease_before_each_page(monkeypatch, source)
 
     result = engine.run(source.pk)
 

@@ -11,7 +11,6 @@ from django.db import connection
 from django.utils import timezone
 
 from collectors import engine, lifecycle
-from collectors.engine import store as engine_store
 from collectors.models import LogMessage, Source
 from tests import engine_support as es
 
@@ -81,14 +80,7 @@ def test_it_a_run_that_lost_its_lease_commits_nothing(
     settings, sb, collector, monkeypatch
 ):
     source = es.sandbox_source(settings, sb, collector)
-    real = engine_store.store_page
-
-    def store(run, *args, **kw):
-        # The lease expired and another worker took it while the page was read.
-        Source.objects.filter(pk=source.pk).update(lease_owner="thief:1:x")
-        return real(run, *args, **kw)
-
-    monkeypatch.setattr(engine_store, "store_page", store)
+    es.steal_lease_before_each_page(monkeypatch, source)
 
     result = engine.run(source.pk)
 
@@ -96,4 +88,4 @@ def test_it_a_run_that_lost_its_lease_commits_nothing(
     assert LogMessage.objects.count() == 0
     source.refresh_from_db()
     assert source.cursor_day is None and source.last_complete_day is None
-    assert source.lease_owner == "thief:1:x"  # Not released: not ours.
+    assert source.lease_owner == es.THIEF  # Not released: not ours.

@@ -20,7 +20,7 @@ from collectors.knowbe4 import records
 from collectors.knowbe4.sandbox import key_hash
 from collectors.knowbe4.sandbox_reporting import ReportingLimits
 from collectors.models import ApiKeyUsage, HealthEvent, LogMessage, Source
-from tests.cast import make_source
+from tests.cast import history, make_source
 from tests.sandbox_support import REPORTING_KEY, running_sandbox
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
@@ -144,14 +144,6 @@ def toggle(sb, monkeypatch):
 
     monkeypatch.setattr(data, "user", user)
     return state
-
-
-def history(source: Source, data_type: str, event_id: str) -> list[LogMessage]:
-    return list(
-        LogMessage.objects.filter(
-            source=source, data_type=data_type, event_id=event_id
-        ).order_by("id")
-    )
 
 
 @pytest.mark.parametrize(

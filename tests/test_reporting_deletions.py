@@ -18,7 +18,7 @@ import responses
 from collectors.engine import run
 from collectors.knowbe4 import records
 from collectors.models import LogMessage, Source
-from tests.cast import make_source
+from tests.cast import history, make_source
 from tests.sandbox_support import REPORTING_KEY, running_sandbox
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
@@ -57,15 +57,6 @@ def snapshot(source: Source, **kw):
     result = run(source.pk, **kw)
     assert result.outcome == "caught_up", result
     return result
-
-
-def history(source: Source, data_type: str, event_id: str) -> list[LogMessage]:
-    """A record's versions in the order they were stored."""
-    return list(
-        LogMessage.objects.filter(
-            source=source, data_type=data_type, event_id=event_id
-        ).order_by("id")
-    )
 
 
 def tombstones(source: Source) -> list[tuple[str, str]]:
