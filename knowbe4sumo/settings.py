@@ -164,6 +164,13 @@ COLLECTION_MAX_PAGES_PER_RUN = env.int("COLLECTION_MAX_PAGES_PER_RUN", default=2
 # commits those before it, so no transaction waits on KnowBe4.
 COLLECTION_BATCH_PAGES = env.int("COLLECTION_BATCH_PAGES", default=20)
 COLLECTION_BATCH_SECONDS = 0.25
+# SQLite, during a run (`engine.sqlite`): a thread checkpoints the WAL this
+# often (s), the run's own connection only once the WAL holds this many 4 kB
+# pages, so the checkpoints' fsyncs stay out of its commits; and its page
+# cache holds this many kB of the indexes (SQLite's default: 2,000).
+COLLECTION_SQLITE_CHECKPOINT_SECONDS = 0.25
+COLLECTION_SQLITE_WAL_PAGES = 16384
+COLLECTION_SQLITE_CACHE_KB = 32768
 # A queued collection task not picked up within this time is queued again.
 COLLECTION_DISPATCH_GRACE = timedelta(minutes=5)
 # How late the dispatcher may start a due source: its schedule runs every

@@ -93,8 +93,8 @@ def test_it_our_own_failure_is_a_first_party_error_and_stores_nothing(
     real = engine_store.MessageWriter.insert
     broken = {"on": True}
 
-    def insert(writer, rows):
-        stored = real(writer, rows)  # Rows written, then the database fails.
+    def insert(writer, rows, *args, **kwargs):
+        stored = real(writer, rows, *args, **kwargs)  # Written, then it fails.
         if broken["on"]:
             raise OperationalError("database is locked")
         return stored

@@ -11,6 +11,8 @@
                and its checkpoint in one transaction (with the pages that
                arrived meanwhile: `store.Batch`)
     failures   config / quota / throttled / generic -> health event + schedule
+    sqlite     SQLite during a run: the WAL checkpointed by a thread beside
+               it, a bigger page cache
     context    the small run context every stage is passed
 
 Stages import downward only: pipeline -> readers -> stages -> context ->

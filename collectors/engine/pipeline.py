@@ -29,7 +29,7 @@ from django.utils import timezone
 
 from collectors import crypto, governor, health, lifecycle, ratelimit
 from collectors.choices import SourceState
-from collectors.engine import failures
+from collectors.engine import failures, sqlite
 from collectors.engine.context import Abandon, QuotaBlocked, RunContext, RunResult
 from collectors.engine.readers import reader_for
 from collectors.knowbe4.client import ConfigError
@@ -68,7 +68,8 @@ def run(
         result=RunResult(source_id, "collected"),
     )
     try:
-        execute(ctx)
+        with sqlite.tuned():
+            execute(ctx)
     except Exception:  # Even recording the outcome failed (database gone).
         logger.error(
             "source %s: run failed\n%s",

@@ -17,6 +17,7 @@ import json
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
@@ -296,7 +297,12 @@ class MessageWriter:
         at = self.adapt_time(received)
         return [self.row(e, at, native) for e in by_id.values()]
 
-    def insert(self, rows: list[tuple]) -> tuple[int, list[events.Rejected]]:
+    def insert(
+        self,
+        rows: list[tuple],
+        rejected: list[events.Rejected] = (),
+        keep: Callable[[list[events.Rejected]], object] | None = None,
+    ) -> tuple[int, list[events.Rejected]]:
         """INSERT the rows, skipping (source, event id) already stored; return
         (how many were new, rows the database refused). Inside a transaction.
 
@@ -305,15 +311,39 @@ class MessageWriter:
         database refuse the page for what a row holds (a DataError, say), the
         rows go again one by one, each in a savepoint, and only those it
         still refuses come back, to be quarantined.
+
+        `keep(items)` stores what the page cannot (its quarantine rows: the
+        `rejected` entries and the refused rows) in one savepoint with the
+        rows, so a page is stored whole or not at all. A page with nothing to
+        keep needs no savepoint on SQLite, where a statement that fails undoes
+        itself and leaves the transaction usable: each savepoint is two more
+        statements, and on SQLite each statement hands the GIL to the fetch
+        thread and waits to take it back.
         """
-        if not rows:
-            return 0, []
-        try:
-            with transaction.atomic():
+        if not rejected and connection.vendor == "sqlite":
+            try:
                 return self._insert(rows), []
-        except (DataError, IntegrityError, ValueError):
-            if len(rows) == 1:
-                return 0, [self._refused(rows[0])]
+            except (DataError, IntegrityError, ValueError):
+                pass  # Undone by SQLite: the rows go again one by one.
+        else:
+            try:
+                with transaction.atomic():
+                    stored = self._insert(rows)
+                    if keep is not None:
+                        keep(list(rejected))
+                    return stored, []
+            except (DataError, IntegrityError, ValueError):
+                pass
+        with transaction.atomic():
+            stored, refused = self._insert_each(rows)
+            if keep is not None:
+                keep([*rejected, *refused])
+            return stored, refused
+
+    def _insert_each(self, rows: list[tuple]) -> tuple[int, list[events.Rejected]]:
+        """The rows one by one, each in a savepoint: (new, refused)."""
+        if len(rows) == 1:  # Already refused as a page of one.
+            return 0, [self._refused(rows[0])]
         stored, refused = 0, []
         for row in rows:
             try:
@@ -442,9 +472,11 @@ class Batch:
             result = ctx.result
             self._counts_at = (result.requests, result.pages, result.stored)
             self._dropped = dict(ctx.dropped_counts)
-        with transaction.atomic():
-            stored, refused = writer.insert(prepared.rows)
-            quarantine.add(ctx.source, at[0], at[1], prepared.rejected + refused)
+        stored, _refused = writer.insert(
+            prepared.rows,
+            prepared.rejected,
+            keep=lambda items: quarantine.add(ctx.source, at[0], at[1], items),
+        )
         for key in writer.dropped:
             self._dropped[key] = self._dropped.get(key, 0) + stored
         self._checkpoint = following
