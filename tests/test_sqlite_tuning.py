@@ -11,7 +11,7 @@ import sqlite3
 import time
 
 import pytest
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -215,3 +215,17 @@ def events_of(count: int) -> list[dict]:
         }
         for n in range(count)
     ]
+
+
+@sqlite_only
+@pytest.mark.django_db
+def test_it_runs_untuned_when_the_database_cannot_say_its_settings(monkeypatch):
+    def broken():
+        raise OperationalError("unable to open database file")
+
+    monkeypatch.setattr(connection, "ensure_connection", broken)
+    ran = []
+    with engine_sqlite.tuned() as checkpointer:
+        ran.append(True)
+
+    assert checkpointer is None and ran == [True]

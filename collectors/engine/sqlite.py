@@ -33,7 +33,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from django.conf import settings
-from django.db import connection
+from django.db import DatabaseError, connection
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def _wal_database() -> tuple[str, dict[str, int]] | None:
             name: raw.execute(f"PRAGMA {name}").fetchone()[0]
             for name in ("wal_autocheckpoint", "cache_size")
         }
-    except sqlite3.Error:
+    except (sqlite3.Error, DatabaseError):  # The run reports its own failures.
         logger.warning("could not read the database's WAL settings", exc_info=True)
         return None
     return (path, usual) if path else None
@@ -92,7 +92,7 @@ def _pragmas(**values: int) -> None:
         if connection.connection is not None:
             for name, value in values.items():
                 connection.connection.execute(f"PRAGMA {name}={int(value)}")
-    except sqlite3.Error:
+    except (sqlite3.Error, DatabaseError):
         logger.warning("could not set %s", ", ".join(values), exc_info=True)
 
 
