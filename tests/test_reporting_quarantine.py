@@ -251,3 +251,55 @@ def test_it_reprocesses_by_the_rule_of_versions(src, monkeypatch, frozen):
     assert snapshot() == 0
     served["users"] = [user(3, status="archived")]
     assert snapshot() == 1
+
+
+def quarantine_user_3(raw: bytes) -> None:
+    with transaction.atomic():
+        quarantine.add(
+            Source.objects.get(name="KMSAT"),
+            NOW.date(),
+            1,
+            [events.Rejected(raw, "poison_record", "no id", data_type="user")],
+        )
+
+
+@pytest.mark.parametrize("later", ["unchanged", "changed"])
+@responses.activate
+def test_it_reprocess_never_makes_a_version_read_over_since_the_latest(
+    src, monkeypatch, frozen, later
+):
+    """User 3 is B, then comes as a poison record (quarantined), then a
+    snapshot reads it cleanly: as B again (nothing new to store) or as C.
+    The quarantined version is older than what is known of the record, so
+    Reprocess takes it out of quarantine without storing it: stored, it would
+    become the latest version, which the Overview shows as current."""
+    served = {"users": [user(3, status="archived")]}
+    responses.add_callback(
+        responses.GET,
+        API + "/users",
+        callback=lambda request: (200, {}, json.dumps(served["users"])),
+    )
+    responses.get(API + "/groups", json=[])
+
+    def snapshot() -> int:
+        Source.objects.filter(pk=src.pk).update(next_attempt_at=None)
+        return engine.run(src.pk).stored
+
+    assert snapshot() == 1
+    frozen.shift(timedelta(hours=1))
+    quarantine_user_3(json.dumps(user(3, id=3_000_000_003.0)).encode())
+    frozen.shift(timedelta(hours=1))
+    if later == "changed":
+        served["users"] = [user(3, status="suspended")]
+    assert snapshot() == (1 if later == "changed" else 0)
+    lenient_ids(monkeypatch)
+    frozen.shift(timedelta(hours=1))
+
+    assert quarantine.reprocess(src) == (0, 0)
+
+    latest = LogMessage.objects.filter(source=src, event_id="3000000003").latest("id")
+    assert json.loads(latest.raw)["status"] == (
+        "suspended" if later == "changed" else "archived"
+    )
+    assert not QuarantinedEvent.objects.filter(source=src).pending().exists()
+    assert warning(src) is None

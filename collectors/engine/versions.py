@@ -195,7 +195,10 @@ class VersionWriter:
         as its data type's version by the rules now running, when it differs
         from the record's latest stored version (`changes`), timed by when it
         was first seen (quarantined) where it has no time of its own. A record
-        equal to its latest version (a later snapshot stored it) is done.
+        equal to its latest version (a later snapshot stored it) is done, and
+        so is one read again since it was quarantined (`read_since`): its
+        version is older than what is known of the record, and stored now it
+        would become the record's latest, which the Overview takes as current.
         The source's lock comes first, before this transaction changes any
         row, so it never waits for it while holding what a page waits for."""
         self.lock()
@@ -209,8 +212,31 @@ class VersionWriter:
             row.reason = bad[0].reason[: _width("reason")]
             row.save(update_fields=["reason_code", "reason"])
             return False, 0
+        if self.read_since(row.data_type, good[0].record_id, row.created):
+            return True, 0
         new = self.changes(row.data_type, good)
         return True, self.insert(self.rows(new, row.created, timezone.now()))
+
+    def read_since(self, data_type: str, record_id: str, since: datetime) -> bool:
+        """Whether the record was read again after `since`: a version of it
+        stored since, or a complete snapshot begun since that read its data
+        type (one that found it unchanged stores nothing). The checkpoint is
+        read from the database, under the source's lock, not from the source
+        as it was loaded."""
+        done = (
+            Source.objects.filter(pk=self.source.pk)
+            .values_list("snapshot", flat=True)
+            .first()
+        ) or {}
+        last = records.parse_time(done.get("last_snapshot"))
+        if last is not None and last > since and data_type in done.get("requests", {}):
+            return True
+        return LogMessage.objects.filter(
+            source_id=self.source.pk,
+            data_type=data_type,
+            event_id=record_id,
+            receipt_time__gt=since,
+        ).exists()
 
 
 # `VersionWriter.latest`. Only quoted names and placeholders: the values go
