@@ -15,7 +15,7 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from collectors import health
+from collectors import crypto, health, ledger
 from collectors.choices import ErrorType, Severity, SourceState
 from collectors.models import Source
 from tests.cast import add_messages, make_collector, make_source
@@ -204,4 +204,28 @@ def test_it_shows_backfill_progress_on_the_source_page(page, live_server):
     )
     page.screenshot(
         path=str(artifacts_dir() / "source-page-backfill.png"), full_page=True
+    )
+
+
+def test_it_keeps_the_source_pages_freshness_and_quota_true(page, live_server):
+    """A run stores events and spends the quota while the page is open: the
+    freshness line and the Daily quota block follow without a reload."""
+    w = world()
+    live = Source.objects.get(pk=w["live"].pk)
+    page.goto(live_server.url + reverse("source-detail", args=[live.pk]))
+    freshness = page.locator('[data-live="freshness"]')
+    used = page.locator('[data-live="quota"] .quota-used')
+    assert used.inner_text() == "0"
+
+    newest = timezone.now().replace(microsecond=0) - timedelta(minutes=3)
+    add_messages(live, 5, received=timezone.now(), occurred=newest, start=900_000)
+    for _ in range(4):
+        ledger.take(live.kind, crypto.key_fingerprint(live.get_api_key()), None)
+    refresh(page)
+
+    shown = timezone.localtime(newest).strftime("%Y-%m-%d %H:%M:%S")
+    assert f"newest stored event occurred {shown}" in freshness.inner_text()
+    assert used.inner_text() == "4"
+    page.screenshot(
+        path=str(artifacts_dir() / "source-page-freshness.png"), full_page=True
     )

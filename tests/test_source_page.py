@@ -83,7 +83,9 @@ def test_it_counts_messages_in_total_and_in_the_last_day(admin_client, source):
     add_messages(source, 5, received=NOW - timedelta(hours=30))
     add_messages(source, 3, received=NOW - timedelta(hours=2), start=100)
     html = get(admin_client, source)
-    assert '<strong class="messages-total">8</strong>' in html
+    assert '<strong class="messages-total" data-live="messages_total">8</strong>' in (
+        html
+    )
     assert '<span class="messages-24h" data-live="messages">3</span>' in html
 
 

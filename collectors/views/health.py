@@ -7,6 +7,7 @@ from django.contrib import messages
 from django.core.paginator import Paginator
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.defaultfilters import pluralize
+from django.template.loader import render_to_string
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
@@ -185,6 +186,46 @@ def _freshness(source: Source, now) -> dict:
     }
 
 
+# The source page's facts that change while it is open (a run stores events,
+# moves the checkpoint, spends the quota, fails): each is a template the page
+# includes and the refresh endpoint renders again (`live_facts`,
+# `views.status`), keyed by the page's data-live name.
+LIVE_FACTS = (
+    "state_since",
+    "last_success",
+    "checkpoint",
+    "rescan",
+    "freshness",
+    "retry_streak",
+    "messages_total",
+    "quota",
+)
+
+
+def facts_context(source: Source, now) -> dict:
+    """What the facts' templates read: the source and its figures."""
+    return {
+        "source": source,
+        "gives_up_at": (
+            retry.window_end(source.error_streak_started)
+            if source.error_streak_started
+            else None
+        ),
+        "messages_total": source.messages.count(),
+        **_quota(source),
+        **_freshness(source, now),
+    }
+
+
+def live_facts(source: Source, now) -> dict[str, str]:
+    """The source page's facts rendered as the page renders them."""
+    context = facts_context(source, now)
+    return {
+        name: render_to_string(f"collectors/source_facts/{name}.html", context)
+        for name in LIVE_FACTS
+    }
+
+
 @require(VIEW)
 @require_GET
 def source_detail(request, pk: int):
@@ -192,11 +233,6 @@ def source_detail(request, pk: int):
     source = get_object_or_404(sources_with_health().select_related("collector"), pk=pk)
     now = timezone.now()
     data = cells.RowData.load(now, [source], [])
-    gives_up_at = (
-        retry.window_end(source.error_streak_started)
-        if source.error_streak_started
-        else None
-    )
     return render(
         request,
         "collectors/source_detail.html",
@@ -207,8 +243,6 @@ def source_detail(request, pk: int):
             "open_events": HealthEvent.objects.open()
             .filter(source=source)
             .select_related("source"),
-            "gives_up_at": gives_up_at,
-            "messages_total": source.messages.count(),
             "cells": cells.safe(cells.source_cells(source, data)),
             "now": now,
             "is_reporting": source.kind == "reporting",
@@ -216,8 +250,7 @@ def source_detail(request, pk: int):
             "quarantined": source.quarantined.pending()[:QUARANTINE_SHOWN],
             "quarantined_total": source.quarantined.pending().count(),
             "can_restart": source.can_restart,
-            **_quota(source),
-            **_freshness(source, now),
+            **facts_context(source, now),
         },
     )
 

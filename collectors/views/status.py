@@ -8,9 +8,13 @@ every resource is returned. For each row it returns the rendered cells
 swaps markup in place and never rebuilds it. `since` (the `now` of the
 previous answer) asks for the states each source passed through meanwhile,
 and `gone` names the rows that no longer exist, so the page removes them.
+`detail` (the source page's own id) adds that source's page facts
+(`views.health.LIVE_FACTS`: checkpoint, freshness, Daily quota...), which
+change while the page is open.
 
 A constant number of queries whatever the numbers: collectors and sources with
-their health annotations, their activity, backfill counts and transitions.
+their health annotations, their activity, backfill counts and transitions
+(and the few of the `detail` source's facts).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from django.views.decorators.http import require_GET
 
 from collectors import cells
 from collectors.choices import SourceState
+from collectors.models import Source
 from collectors.permissions import VIEW, require
 from collectors.search import parse_id
 from collectors.views.collection import (
@@ -32,6 +37,7 @@ from collectors.views.collection import (
     collectors_with_health,
     sources_with_health,
 )
+from collectors.views.health import live_facts
 
 MAX_IDS = 2000
 # States passed longer ago than this are history, not news (a tab that was
@@ -83,12 +89,17 @@ def collection_status(request):
     since, error = _since(request.GET.get("since", ""), now)
     if error:
         return JsonResponse({"error": error}, status=400)
+    detail = request.GET.get("detail", "")
+    detail_id = parse_id(detail) if detail else None
+    if detail and detail_id is None:
+        return JsonResponse({"error": "detail: expected a source id."}, status=400)
     collector_ids = _ids(request.GET.get("collectors", ""))
     source_ids = _ids(request.GET.get("sources", ""))
     sources, collectors = _scope(collector_ids, source_ids)
     data = cells.RowData.load(now, sources, [c.pk for c in collectors], since)
     found_sources = {s.pk for s in sources}
     found_collectors = {c.pk for c in collectors}
+    facts = _facts(detail_id, found_sources, now)
     return JsonResponse(
         {
             "now": now.isoformat(),
@@ -97,7 +108,7 @@ def collection_status(request):
                     "id": s.pk,
                     "state": s.state,
                     "state_label": SourceState(s.state).label,
-                    "cells": cells.source_cells(s, data),
+                    "cells": {**cells.source_cells(s, data), **facts.get(s.pk, {})},
                 }
                 for s in sources
             ],
@@ -113,3 +124,12 @@ def collection_status(request):
             },
         }
     )
+
+
+def _facts(detail_id: int | None, found: set[int], now) -> dict[int, dict[str, str]]:
+    """`detail=ID` (the source page): that source's page facts too
+    (`views.health.live_facts`), when it is among the rows."""
+    if detail_id is None or detail_id not in found:
+        return {}
+    source = Source.objects.select_related("collector").get(pk=detail_id)
+    return {detail_id: live_facts(source, now)}

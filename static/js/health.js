@@ -275,6 +275,9 @@
     if (collectors) params.set("collectors", collectors);
     if (sources) params.set("sources", sources);
     if (since) params.set("since", since);
+    // The source page: its freshness line and quota block as well.
+    var detail = document.querySelector("[data-status-detail]");
+    if (detail) params.set("detail", detail.getAttribute("data-status-detail"));
     return statusUrl + (statusUrl.indexOf("?") < 0 ? "?" : "&") + params.toString();
   }
 
