@@ -196,13 +196,10 @@ def test_it_lists_them_on_the_source_page_and_reprocesses_by_post(
     assert LogMessage.objects.filter(source=src).count() == 6
 
 
-@responses.activate
-def test_it_reprocesses_by_the_rule_of_versions(src, monkeypatch, frozen):
-    """User 3 went A -> B; then A came back as a poison record (quarantined).
-    Reprocess stores it as a third version following B (content equal to an
-    older version is still a change); pressed again, nothing; a snapshot
-    that reads A then has nothing new, and one that reads B stores B again."""
-    served = {"users": [user(3)]}
+def snapshots_serving(src, served: dict):
+    """A snapshot run of `src` against `served["users"]` (as it is when the
+    run asks) and no groups: returns the function that runs one, due at once,
+    and says how many versions it stored."""
     responses.add_callback(
         responses.GET,
         API + "/users",
@@ -214,20 +211,35 @@ def test_it_reprocesses_by_the_rule_of_versions(src, monkeypatch, frozen):
         Source.objects.filter(pk=src.pk).update(next_attempt_at=None)
         return engine.run(src.pk).stored
 
+    return snapshot
+
+
+def quarantine_user_3(raw: bytes) -> None:
+    """Keep `raw` as a poison record of the users list, as a snapshot would."""
+    with transaction.atomic():
+        quarantine.add(
+            Source.objects.get(name="KMSAT"),
+            NOW.date(),
+            1,
+            [events.Rejected(raw, "poison_record", "no id", data_type="user")],
+        )
+
+
+@responses.activate
+def test_it_reprocesses_by_the_rule_of_versions(src, monkeypatch, frozen):
+    """User 3 went A -> B; then A came back as a poison record (quarantined).
+    Reprocess stores it as a third version following B (content equal to an
+    older version is still a change); pressed again, nothing; a snapshot
+    that reads A then has nothing new, and one that reads B stores B again."""
+    served = {"users": [user(3)]}
+    snapshot = snapshots_serving(src, served)
+
     snapshot()
     served["users"] = [user(3, status="archived")]
     frozen.shift(timedelta(hours=1))
     snapshot()
     frozen.shift(timedelta(hours=1))
-    poison = user(3, id=3_000_000_003.0)  # A, its id a float
-    raw = json.dumps(poison).encode()
-    with transaction.atomic():
-        quarantine.add(
-            src,
-            NOW.date(),
-            1,
-            [events.Rejected(raw, "poison_record", "no id", data_type="user")],
-        )
+    quarantine_user_3(json.dumps(user(3, id=3_000_000_003.0)).encode())  # A
     quarantined_at = datetime.now(UTC)
     lenient_ids(monkeypatch)
     frozen.shift(timedelta(hours=1))
@@ -253,16 +265,6 @@ def test_it_reprocesses_by_the_rule_of_versions(src, monkeypatch, frozen):
     assert snapshot() == 1
 
 
-def quarantine_user_3(raw: bytes) -> None:
-    with transaction.atomic():
-        quarantine.add(
-            Source.objects.get(name="KMSAT"),
-            NOW.date(),
-            1,
-            [events.Rejected(raw, "poison_record", "no id", data_type="user")],
-        )
-
-
 @pytest.mark.parametrize("later", ["unchanged", "changed"])
 @responses.activate
 def test_it_reprocess_never_makes_a_version_read_over_since_the_latest(
@@ -274,16 +276,7 @@ def test_it_reprocess_never_makes_a_version_read_over_since_the_latest(
     Reprocess takes it out of quarantine without storing it: stored, it would
     become the latest version, which the Overview shows as current."""
     served = {"users": [user(3, status="archived")]}
-    responses.add_callback(
-        responses.GET,
-        API + "/users",
-        callback=lambda request: (200, {}, json.dumps(served["users"])),
-    )
-    responses.get(API + "/groups", json=[])
-
-    def snapshot() -> int:
-        Source.objects.filter(pk=src.pk).update(next_attempt_at=None)
-        return engine.run(src.pk).stored
+    snapshot = snapshots_serving(src, served)
 
     assert snapshot() == 1
     frozen.shift(timedelta(hours=1))
