@@ -98,9 +98,10 @@ def _pragmas(**values: int) -> None:
 
 class Checkpointer(threading.Thread):
     """PASSIVE checkpoints of one database file on a fixed interval, on a
-    connection of its own, until stopped. None when stopped: the run's
-    connection, its usual setting back, checkpoints at its next commit if the
-    WAL is over it, as any connection does (a short run pays no fsync more)."""
+    connection of its own, until stopped. There is no last one at the stop:
+    the run's connection, its usual setting back, checkpoints at its next
+    commit if the WAL is over it, as any connection does (so a short run
+    pays no fsync more)."""
 
     def __init__(self, path: str, interval: float) -> None:
         super().__init__(name="kb4-wal-checkpoint", daemon=True)

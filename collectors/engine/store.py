@@ -17,7 +17,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
@@ -300,7 +300,7 @@ class MessageWriter:
     def insert(
         self,
         rows: list[tuple],
-        rejected: list[events.Rejected] = (),
+        rejected: Sequence[events.Rejected] = (),
         keep: Callable[[list[events.Rejected]], object] | None = None,
     ) -> tuple[int, list[events.Rejected]]:
         """INSERT the rows, skipping (source, event id) already stored; return
@@ -438,8 +438,9 @@ class Batch:
     def __exit__(self, exc_type, exc, tb) -> bool:
         """Commit what is stored, also when the loop ended on a failure of its
         own (KnowBe4's answer, the budget): those pages are whole, and each
-        would have been committed alone. Only a page that failed is lost, its
-        savepoint already rolled back."""
+        would have been committed alone. Only a page that failed is lost,
+        already undone (`MessageWriter.insert`: its savepoint, or on SQLite
+        its one statement)."""
         self.ctx.batch = None
         if exc_type is None:
             self.commit()
@@ -462,8 +463,9 @@ class Batch:
         following: tuple[date | None, int, date | None],
         progress: dict,
     ) -> None:
-        """Store one page in the batch (a savepoint: a page that fails leaves
-        the others whole), then commit if the batch is full or old enough."""
+        """Store one page in the batch (whole or not at all, see
+        `MessageWriter.insert`: a page that fails leaves the others whole),
+        then commit if the batch is full or old enough."""
         ctx = self.ctx
         if self._atomic is None:
             self._atomic = transaction.atomic()

@@ -275,7 +275,7 @@
     if (collectors) params.set("collectors", collectors);
     if (sources) params.set("sources", sources);
     if (since) params.set("since", since);
-    // The source page: its freshness line and quota block as well.
+    // The source page: its facts as well (checkpoint, freshness, quota...).
     var detail = document.querySelector("[data-status-detail]");
     if (detail) params.set("detail", detail.getAttribute("data-status-detail"));
     return statusUrl + (statusUrl.indexOf("?") < 0 ? "?" : "&") + params.toString();
