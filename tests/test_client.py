@@ -109,6 +109,27 @@ def test_it_parses_a_page_and_sends_the_documented_request():
 
 
 @responses.activate
+def test_it_sends_what_session_get_would_send():
+    """The GET goes through the session's adapter, not Session.get: the same
+    URL for the same params, the session's headers, and its cookies kept and
+    sent back."""
+    params = {"page": 2, "skipped": None, "status": ["a", "b c"], "day": "2026-03-14"}
+    responses.get(URL, json=[], headers={"Set-Cookie": "lb=node-7; Path=/"})
+    client = make_client()
+
+    client._get("/events", params)
+    client._get("/events", params)
+
+    first, second = (call.request for call in responses.calls)
+    assert first.url == requests.Request("GET", URL, params=params).prepare().url
+    assert first.url.endswith("?page=2&status=a&status=b+c&day=2026-03-14")
+    assert first.headers["User-Agent"] == client_module.USER_AGENT
+    assert "Cookie" not in first.headers
+    assert second.headers["Cookie"] == "lb=node-7"
+    assert second.req_kwargs["stream"] is True
+
+
+@responses.activate
 def test_it_reads_the_last_page_as_next_page_none():
     responses.get(URL, json=envelope([event()]))
     assert make_client().list_events(DAY, 3).next_page is None

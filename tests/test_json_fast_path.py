@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from django.db import connection
 
 from collectors.engine.store import COLUMNS, MessageWriter
 from collectors.knowbe4 import events
@@ -15,6 +16,7 @@ from collectors.knowbe4.client import KnowBe4Client
 from tests.cast import make_source
 
 RAW = COLUMNS.index("raw")
+TIME = COLUMNS.index("message_time")
 
 
 def page(*entries: str) -> bytes:
@@ -92,3 +94,35 @@ def test_it_writes_a_value_nested_past_orjsons_limit_with_json():
 def test_it_refuses_what_neither_parser_reads():
     with pytest.raises(ValueError):
         events.loads(b'{"data": [')
+
+
+@pytest.mark.parametrize(
+    "occurred",
+    [
+        "2026-11-30T10:00:00.056Z",  # KnowBe4's own spelling: sliced on SQLite.
+        "2026-11-30T10:00:00.000Z",  # Whole seconds: Django writes no fraction.
+        "2026-12-31T23:59:59.999Z",
+        "2026-11-30T24:00:00.000Z",  # Refused by Python: rejected, not sliced.
+        "2026-11-30T10:00:00Z",
+        "2026-11-30T10:00:00.056789Z",
+        "2026-11-30T10:00:00.056+02:00",
+        "2026-11-30T10:00:00.056",
+        "2026-11-30 10:00:00.056Z",
+        "2026-11-30T10:00:00,056Z",
+    ],
+)
+def test_it_writes_message_time_as_djangos_own_adapter_would(source, occurred):
+    entry = json.dumps({"id": "e1", "occurred_date": occurred})
+    with KnowBe4Client("https://api.events.knowbe4.com", "k" * 30) as client:
+        parsed = client._parse_page(page(entry))
+
+    prepared = MessageWriter(source).prepare(parsed)
+
+    try:
+        when = events.parse_occurred(occurred)
+    except events.UnreadableDate:
+        assert [r.code for r in prepared.rejected] == ["unreadable_occurred_date"]
+        return
+    assert [row[TIME] for row in prepared.rows] == [
+        connection.ops.adapt_datetimefield_value(when)
+    ]

@@ -113,6 +113,8 @@ def parse_occurred(value: object) -> datetime:
 
 def storable(text: str) -> str:
     """Text a database column can hold: NUL removed, lone surrogates replaced."""
+    if text.isascii() and "\x00" not in text:
+        return text  # The common case, in two C scans (a third of a search).
     if not _UNSTORABLE.search(text):
         return text
     return _UNSTORABLE.sub(lambda m: "" if m.group() == "\x00" else "\ufffd", text)
