@@ -7,8 +7,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.utils import timezone
 
 from collectors import engine, lifecycle
+from collectors.engine import daypages
 from collectors.models import LogMessage, Source
 from tests import engine_support as es
 from tests.sandbox_support import running_sandbox
@@ -82,6 +84,30 @@ def test_it_stores_events_of_today_within_one_interval(
     # Not due before then.
     clock.move_to(source.next_attempt_at - timedelta(seconds=1))
     assert run_if_due(source) is None
+
+
+def test_it_says_when_today_was_read_not_when_the_run_began(
+    settings, busy, clock, collector, monkeypatch
+):
+    """A run that reads closed days for minutes first: "today last read" and
+    the next poll count from the poll itself."""
+    source = polling_source(settings, busy, collector, initial_lookback_days=2)
+    real = daypages.EventsReader._read_days
+
+    def slow_closed_days(self, *args, **kw):
+        real(self, *args, **kw)
+        clock.shift(timedelta(minutes=3))  # As a long backfill would take.
+
+    monkeypatch.setattr(daypages.EventsReader, "_read_days", slow_closed_days)
+    began = timezone.now()
+
+    engine.run(source.pk)
+
+    source.refresh_from_db()
+    assert source.today_read_at >= began + timedelta(minutes=3)
+    assert set(today_ids(source)) == busy.event_ids(es.TODAY, es.TODAY)
+    lag = settings.COLLECTION_DISPATCH_LAG
+    assert source.next_attempt_at == source.today_read_at + timedelta(minutes=15) - lag
 
 
 def test_it_resumes_at_the_last_page_it_read(settings, busy, clock, collector):

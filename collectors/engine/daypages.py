@@ -137,9 +137,13 @@ class EventsReader:
         now: datetime,
     ) -> None:
         """Today's poll: from the last page read (again: new events land at
-        its end) to the newest. The closed-day checkpoint does not move."""
+        its end) to the newest. The closed-day checkpoint does not move.
+        `today_read_at` is when the poll began, not the run (which may have
+        read closed days for minutes first): the source page shows it, and the
+        next poll is due one interval after it."""
         source = ctx.source
-        today = days.utc_day(now)
+        read_at = timezone.now()
+        today = days.utc_day(read_at)
         page = source.today_page if source.today_day == today else 1
         while True:
             if ctx.out_of_budget():
@@ -167,7 +171,7 @@ class EventsReader:
                 unchanged,
                 today_day=today,
                 today_page=after,
-                today_read_at=now,
+                today_read_at=read_at,
             )
             advance(source, SourceState.COLLECTING, "First page stored")
             if not more:
