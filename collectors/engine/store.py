@@ -85,7 +85,7 @@ def occurred_adapter() -> Callable[[object], object]:
             and value[10] == "T"
             and value[19] == "."
             and value[23] == "Z"
-            and value[11:13] != "24"  # Newer Pythons read T24:00 as the next day.
+            and value[11:13] != "24"  # Should a parser read T24:00 as next day.
         ):
             millis = value[20:23]
             text = value[:10] + " " + value[11:19]
