@@ -20,6 +20,7 @@ from datetime import datetime
 from django.utils.safestring import SafeString, mark_safe
 
 from collectors.choices import SourceState
+from collectors.days import last_collectable_day
 from collectors.message_stats import per_owner
 from collectors.models import (
     ACTIVITY_HOURS,
@@ -152,6 +153,25 @@ def progress_html(progress: BackfillProgress | None, *, detailed: bool = False) 
     )
 
 
+def no_backfill_html(source: Source, now: datetime) -> str:
+    """The Backfill fact when no bar is drawn: caught up, or why there is none.
+    A source in Error before it stored any day has no bar either, and must not
+    read as having every day."""
+    done = source.last_complete_day
+    if source.state == SourceState.STOPPING:
+        text = "none: the source is being deleted"
+    elif done is None:
+        text = "not started: no closed day is stored yet"
+    elif done >= last_collectable_day(now):
+        text = "none: every closed day is stored"
+    else:
+        text = (
+            f"none: caught up to {done:%Y-%m-%d}; the days after it are read at "
+            "the next attempt"
+        )
+    return f'<span class="muted">{text}</span>'
+
+
 def trail_html(trail: list[str]) -> str:
     """The states just passed, fading out (CSS) in front of the current one."""
     if not trail:
@@ -206,7 +226,7 @@ def source_cells(source: Source, data: RowData) -> dict[str, str]:
         "messages": f"{activity.total:,}",
         "activity": sparkline(activity),
         "progress": progress_html(data.progress(source), detailed=True)
-        or '<span class="muted">none: every closed day is stored</span>',
+        or no_backfill_html(source, data.now),
         "next_attempt": e(source.next_attempt(data.now).text),
     }
 

@@ -65,6 +65,33 @@ def test_it_shows_the_checkpoint(admin_client, source):
 
 @pytest.mark.django_db
 @time_machine.travel(NOW, tick=False)
+@pytest.mark.parametrize(
+    ("state", "done", "text"),
+    [
+        (SourceState.ERROR, None, "not started: no closed day is stored yet"),
+        (SourceState.COLLECTING, date(2026, 11, 26), "every closed day is stored"),
+        (
+            SourceState.COLLECTING,
+            date(2026, 11, 25),
+            "caught up to 2026-11-25; the days after it are read at the next attempt",
+        ),
+    ],
+)
+def test_it_says_why_there_is_no_backfill_bar(admin_client, source, state, done, text):
+    """A source in Error before it stored a day used to read "none: every
+    closed day is stored"."""
+    source.state, source.last_complete_day = state, done
+    source.save()
+
+    html = get(admin_client, source)
+
+    assert text in html
+    if done is None:
+        assert "every closed day is stored" not in html
+
+
+@pytest.mark.django_db
+@time_machine.travel(NOW, tick=False)
 def test_it_shows_the_retry_streak_and_when_it_gives_up(admin_client, source):
     source.error_streak_started = NOW - timedelta(minutes=20)
     source.next_attempt_at = NOW + timedelta(minutes=2)
