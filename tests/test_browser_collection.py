@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 import pytest
@@ -53,10 +53,18 @@ def world():
     backfill = make_source(
         prod, "Training history", state=SourceState.COLLECTING, initial_lookback_days=90
     )
+    checkpoint = date.today() - timedelta(days=60)
     Source.objects.filter(pk=backfill.pk).update(
-        last_complete_day=date.today() - timedelta(days=60)
+        last_complete_day=checkpoint, last_success_at=now - timedelta(minutes=4)
     )
-    add_messages(backfill, 900, received=now - timedelta(minutes=4), start=100_000)
+    # Its events occurred on the days it has read so far, oldest day first.
+    add_messages(
+        backfill,
+        900,
+        received=now - timedelta(minutes=4),
+        occurred=datetime.combine(checkpoint, time(12), UTC),
+        start=100_000,
+    )
     broken = make_source(lab, "Wrong key")
     broken.transition(SourceState.ERROR, "401", error_type=ErrorType.THIRD_PARTY_CONFIG)
     health.record(
