@@ -63,7 +63,7 @@ class EventsReader:
                         self._read_days(ctx, fetch, writer, point, last, fresh)
                 if poll and not ctx.result.more:
                     with store.Batch(ctx):
-                        self._read_today(ctx, fetch, writer, now)
+                        self._read_today(ctx, fetch, writer)
             finally:
                 fetch.drain()
         return self._finish(ctx, last, poll_every)
@@ -134,7 +134,6 @@ class EventsReader:
         ctx: RunContext,
         fetch: Fetcher,
         writer: store.MessageWriter,
-        now: datetime,
     ) -> None:
         """Today's poll: from the last page read (again: new events land at
         its end) to the newest. The closed-day checkpoint does not move.
