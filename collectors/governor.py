@@ -90,11 +90,12 @@ class Cost:
 
     @property
     def parts(self) -> list[tuple[int, str]]:
-        """What spends the requests, for the page."""
+        """What spends the requests, for the page: "2 for the closed-day pass,
+        3 for re-scans, 0 for today's polls"."""
         return [
-            (self.closed_day, "closed-day pass"),
-            (self.rescans, "re-scans"),
-            (self.today, "today's polls"),
+            (self.closed_day, "for the closed-day pass"),
+            (self.rescans, "for re-scans"),
+            (self.today, "for today's polls"),
         ]
 
     @property

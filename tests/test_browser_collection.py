@@ -200,10 +200,19 @@ def test_it_shows_backfill_progress_on_the_source_page(page, live_server):
     progress = page.locator('[data-live="progress"]')
     assert progress.locator("progress").get_attribute("max") == "90"
     assert "900 in the last 10 minutes" in progress.inner_text()
-    Source.objects.filter(pk=w["backfill"].pk).update(
-        last_complete_day=date.today() - timedelta(days=30)
+    # The run reads 30 more days; their events arrive with them.
+    checkpoint = date.today() - timedelta(days=30)
+    add_messages(
+        w["backfill"],
+        300,
+        received=timezone.now() - timedelta(minutes=1),
+        occurred=datetime.combine(checkpoint, time(12), UTC),
+        start=200_000,
     )
+    Source.objects.filter(pk=w["backfill"].pk).update(last_complete_day=checkpoint)
     refresh(page)
+    freshness = page.locator('[data-live="freshness"]').inner_text()
+    assert checkpoint.isoformat() in freshness
     expected = Source.objects.get(pk=w["backfill"].pk).backfill_progress(
         timezone.now(), 0, 0
     )

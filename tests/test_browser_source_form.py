@@ -7,6 +7,8 @@ import pytest
 from django.urls import reverse
 from playwright.sync_api import expect
 
+from collectors import health
+from collectors.choices import Severity
 from collectors.models import FieldDefinition, Source
 from tests.cast import make_collector, make_field, make_source
 from tests.conftest import artifacts_dir
@@ -99,10 +101,24 @@ def test_it_screenshots_the_collection_page(page, live_server):
     staging = make_collector("Staging", category="Staging/Security")
     make_source(prod, "KnowBe4 Events", category="Security/KnowBe4")
     make_source(prod, "KnowBe4 EU", base_url_key="eu", state="collecting")
-    make_source(staging, "KnowBe4 Test", state="error", error_type="ThirdPartyConfig")
+    broken = make_source(
+        staging, "KnowBe4 Test", state="error", error_type="ThirdPartyConfig"
+    )
+    # A source in Error has the open health event that put it there: without
+    # it the screenshot showed a red state pill beside a green health icon.
+    health.record(
+        broken,
+        "ThirdPartyConfig",
+        code="http_401",
+        message="KnowBe4 refused the API key (401 Unauthorized).",
+        suggested_fix=health.FIX_CONFIG,
+        severity=Severity.ERROR,
+    )
     page.goto(live_server.url + reverse("collection"))
     page.screenshot(path=str(artifacts_dir() / "collection-page.png"), full_page=True)
     assert page.locator("tr[data-source-id]").count() == 3
+    icon = page.locator(f'tr[data-source-id="{broken.pk}"] .status-icon')
+    assert icon.get_attribute("data-status") == "error"
 
 
 def test_it_tests_the_connection_in_place_without_saving(page, live_server, settings):

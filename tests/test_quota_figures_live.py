@@ -48,8 +48,10 @@ def test_it_projects_what_the_typed_settings_cost(admin_client):
     _, html = figures(admin_client, **EVENTS)
     # A page a day: the closed-day pass (2) and three re-scans on the clock.
     assert '<dd class="quota-projected"><strong>5</strong> requests' in html
+    parts = "2 for the closed-day pass, 3 for re-scans, 0 for today&#x27;s polls;"
+    assert f"({parts}" in html
     _, html = figures(admin_client, **{**EVENTS, "rescan_days": "0"})
-    assert '<dd class="quota-projected"><strong>1</strong> requests' in html
+    assert '<dd class="quota-projected"><strong>1</strong> request for' in html
     polling = {**EVENTS, "collect_today": "on", "today_poll_minutes": "5"}
     _, html = figures(admin_client, **polling)
     # A poll due every 3.5 min (5 less the dispatcher's lag): 411 a day, and
