@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db.models import Count, Q, QuerySet
+from django.template.defaultfilters import pluralize
 
 from alerts.models import HealthCondition, Monitor, MonitorKind, Scope
 from collectors import crypto
@@ -127,17 +128,20 @@ def _log(monitor: Monitor, check: Check) -> Finding:
         )
         users = [{"user": row["user_email"], "count": row["n"]} for row in over]
         summary = (
-            f"{len(users)} user(s) with more than {monitor.threshold} message(s)"
+            f"{len(users)} user{pluralize(len(users))} with more than "
+            f"{monitor.threshold} message{pluralize(monitor.threshold)}"
             f" in {monitor.window_minutes} min: "
             + ", ".join(f"{u['user']} ({u['count']})" for u in users[:5])
             if users
-            else f"No user above {monitor.threshold} message(s)"
+            else f"No user above {monitor.threshold} "
+            f"message{pluralize(monitor.threshold)}"
         )
         return Finding(bool(users), summary, {"users": users})
     count = window.count()
     summary = (
-        f"{count} matching message(s) stored in the last "
-        f"{monitor.window_minutes} minute(s) (threshold {monitor.threshold})"
+        f"{count} matching message{pluralize(count)} stored in the last "
+        f"{monitor.window_minutes} minute{pluralize(monitor.window_minutes)} "
+        f"(threshold {monitor.threshold})"
     )
     return Finding(count > monitor.threshold, summary, {"count": count})
 
@@ -158,7 +162,9 @@ def _sources_finding(rows: list[tuple[int, str]], what: str) -> Finding:
     names = ", ".join(s["name"] for s in sources[:5])
     more = f" and {len(rows) - 5} more" if len(rows) > 5 else ""
     return Finding(
-        True, f"{len(rows)} source(s) {what}: {names}{more}", {"sources": sources}
+        True,
+        f"{len(rows)} source{pluralize(len(rows))} {what}: {names}{more}",
+        {"sources": sources},
     )
 
 

@@ -8,6 +8,7 @@ panel as a source's; the next successful delivery resolves it.
 from __future__ import annotations
 
 from django.db.models import F
+from django.template.defaultfilters import pluralize
 
 from alerts.models import Attempt, Connection, Notification
 from collectors import health
@@ -39,8 +40,8 @@ def after_attempt(
         return
     message = (
         f"Notifications to {connection.get_kind_display()} connection "
-        f"“{connection.name}” keep failing ({connection.failures} attempt(s) in a "
-        f"row): {record.result}"
+        f"“{connection.name}” keep failing ({connection.failures} "
+        f"attempt{pluralize(connection.failures)} in a row): {record.result}"
     )
     if gave_up:
         message += " A notification was given up after 24 hours of retries."

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from django.db import models
 from django.db.models.functions import Lower
+from django.template.defaultfilters import pluralize
 from django.urls import reverse
 from django.utils import timezone
 
@@ -219,16 +220,19 @@ class Monitor(models.Model):
         if self.kind == MonitorKind.LOG:
             who = "any one user has" if self.per_user else "there are"
             return (
-                f"{who} more than {self.threshold} matching message(s) "
-                f"stored in the last {self.window_minutes} minute(s)"
+                f"{who} more than {self.threshold} matching "
+                f"message{pluralize(self.threshold)} stored in the last "
+                f"{self.window_minutes} minute{pluralize(self.window_minutes)}"
             )
         text = {
             HealthCondition.SOURCE_ERROR: "a source is in Error",
             HealthCondition.WARNING_OPEN: (
-                f"a Warning is open for more than {self.warning_minutes} minute(s)"
+                f"a Warning is open for more than {self.warning_minutes} "
+                f"minute{pluralize(self.warning_minutes)}"
             ),
             HealthCondition.STALE: (
-                f"a source stored no message for {self.stale_hours} hour(s)"
+                f"a source stored no message for {self.stale_hours} "
+                f"hour{pluralize(self.stale_hours)}"
             ),
             HealthCondition.QUOTA: "a source's daily quota is projected to run out",
         }

@@ -26,6 +26,7 @@ from django.conf import settings
 from django.core.mail import EmailMessage
 from django.db import transaction
 from django.db.models import Q
+from django.template.defaultfilters import pluralize
 from django.urls import reverse
 from django.utils import timezone
 
@@ -275,7 +276,7 @@ def send(notification: Notification, connection: Connection) -> tuple[int | None
             },
         )
         mail.send(fail_silently=False)
-        return None, f"Mailed to {len(mail.to)} recipient(s)"
+        return None, f"Mailed to {len(mail.to)} recipient{pluralize(len(mail.to))}"
     if connection.kind == ConnectionKind.SLACK:
         body = body_bytes(slack_body(payload))
     elif connection.kind == ConnectionKind.TEAMS:

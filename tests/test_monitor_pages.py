@@ -246,7 +246,7 @@ def test_it_sends_a_test_notification_from_the_connections_page(
     assert response["Location"] == reverse("notification-detail", args=[n.pk])
     assert len(mailoutbox) == 1 and n.status == "sent"
     page = admin_client.get(response["Location"]).content.decode()
-    assert "Mailed to 1 recipient(s)" in page
+    assert "Mailed to 1 recipient" in page
 
 
 def test_it_disables_and_deletes_a_monitor(admin_client):

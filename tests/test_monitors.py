@@ -213,3 +213,26 @@ def test_it_registers_the_monitor_check_every_minute_idempotently():
     for schedule in (check, retry):
         assert schedule.schedule_type == Schedule.MINUTES and schedule.minutes == 1
         assert schedule.repeats == -1
+
+
+def test_it_words_conditions_and_findings_in_the_right_number(source):
+    """'1 minute', '2 minutes': never 'message(s)' on a page or in a mail."""
+    one = make_log_monitor(threshold=1, window_minutes=1)
+    assert one.describe() == (
+        "there are more than 1 matching message stored in the last 1 minute"
+    )
+    many = make_log_monitor(threshold=0, window_minutes=60, per_user=True)
+    assert many.describe() == (
+        "any one user has more than 0 matching messages stored in the last 60 minutes"
+    )
+    stale = make_health_monitor(HealthCondition.STALE, stale_hours=1)
+    assert stale.describe() == "a source stored no message for 1 hour"
+    warning = make_health_monitor(HealthCondition.WARNING_OPEN, warning_minutes=30)
+    assert warning.describe() == "a Warning is open for more than 30 minutes"
+
+    trip = make_log_monitor(threshold=0, window_minutes=1)
+    store_messages(source, 1, at=T0)
+    check_at(T0 + timedelta(seconds=30))
+    assert trip.triggers.get().summary == (
+        "1 matching message stored in the last 1 minute (threshold 0)"
+    )

@@ -70,7 +70,7 @@ def test_it_mails_a_trigger_with_the_matching_messages(source, mailoutbox):
     (mail,) = mailoutbox
     assert mail.to == ["soc@example.org", "it@example.org"]
     assert mail.subject == "[knowbe4sumo] Triggered: Clicks"
-    assert "3 matching message(s)" in mail.body
+    assert "3 matching messages" in mail.body
     assert "https://kb4.example.org/monitors/" in mail.body
     assert mail.body.count("ann@example.org") == 3
     n = Notification.objects.get()
