@@ -22,6 +22,7 @@ from django.templatetags.static import static
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
 
+from collectors import days
 from collectors.choices import HealthEventName, Severity, SourceState
 from collectors.models import FieldDefinition, HealthEvent, LogMessage
 from tests.alerts_support import (
@@ -99,8 +100,15 @@ def world() -> dict:
     now = timezone.now()
     prod = make_collector("Production", description="Main tenant")
     make_collector("Lab")
-    ok = make_source(prod, "KnowBe4 Events", state=SourceState.COLLECTING)
+    ok = make_source(
+        prod,
+        "KnowBe4 Events",
+        state=SourceState.COLLECTING,
+        initial_lookback_days=30,
+    )
     ok.last_success_at = now - timedelta(minutes=3)
+    # Caught up: its 30 days of events below are stored, to yesterday.
+    ok.last_complete_day = days.utc_day(now) - timedelta(days=1)
     ok.save()
     bad = make_source(
         prod, "KnowBe4 EU", state=SourceState.ERROR, category="Security/EU"
@@ -125,17 +133,22 @@ def world() -> dict:
     )
     field = FieldDefinition.objects.create(name="department")
     types = ["phishing_click", "training_completed", "password_reuse", "mfa_disabled"]
-    for day in range(30):
+    for day in range(29):  # Every day of the Overview's last 30, but today.
         for i in range(day % 7 + 3):
             store_messages(
                 ok,
                 1,
                 at=now - timedelta(days=day, hours=i),
+                # Collected once its UTC day had closed, as the seed's source is.
+                message_time=now - timedelta(days=day + 1, hours=i),
                 user=f"user{(day + i) % 12}@example.org",
                 event_type=types[(day + i) % 4],
                 risk_level=(day * 3 + i) % 21 - 10,
             )
-    _reporting(make_source(prod, "KMSAT Reporting", category="Security/KMSAT"), now)
+    kmsat = make_source(
+        prod, "KMSAT Reporting", category="Security/KMSAT", kind="reporting"
+    )
+    _reporting(kmsat, now)
     connection = make_connection(name="SOC mailbox")
     monitor = make_log_monitor([connection])
     make_health_monitor("error", [connection])

@@ -53,6 +53,18 @@ def test_it_nests_sources_under_their_collector(admin_client):
     assert "js/health.js" in html
 
 
+def test_it_names_each_sources_type(admin_client):
+    prod = make_collector("Production")
+    events = make_source(prod, "Events")
+    kmsat = make_source(prod, "KMSAT", kind="reporting")
+    html = admin_client.get(reverse("collection")).content.decode()
+    badge = '<span class="type-badge">{}</span>'
+    assert badge.format("KnowBe4") in row(html, f'data-source-id="{events.pk}"')
+    assert badge.format("KnowBe4 KMSAT Reporting") in row(
+        html, f'data-source-id="{kmsat.pk}"'
+    )
+
+
 def test_it_colours_health_from_open_events(admin_client):
     collector = make_collector()
     red = make_source(collector, "Red", state=SourceState.ERROR)

@@ -269,7 +269,8 @@ def _source_row(source: Source, make: dict, can_manage: bool, data) -> str:
         f'<td class="name-cell"><a href="{e(make["source-detail"](source.pk))}">'
         f"{e(source.name)}</a></td>"
         f'<td class="health-col" data-live="health">{live["health"]}</td>'
-        '<td class="col-type"><span class="type-badge">KnowBe4</span></td>'
+        '<td class="col-type"><span class="type-badge">'
+        f"{e(source.get_kind_display())}</span></td>"
         f'<td class="status-cell" data-live="status">{live["status"]}</td>'
         f'<td class="col-category">{e(source.category)}</td>'
         '<td class="num col-sources"></td>'
