@@ -121,7 +121,9 @@ def world() -> dict:
         message="KnowBe4 answered 401 Unauthorized",
         suggested_fix="Check the API key, then save the source",
         error_code="401",
-        count=1234,
+        count=1234,  # Seen at every attempt for the last few days.
+        first_seen=now - timedelta(days=3, hours=2),
+        last_seen=now - timedelta(minutes=1),
     )
     HealthEvent.objects.create(
         source=ok,
