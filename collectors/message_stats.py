@@ -110,15 +110,20 @@ class LogMessageQuerySet(models.QuerySet):
         column and the sparkline of every page (`Activity.per_owner` adds
         them up per collector).
 
-        The window ends at `now` truncated to the second, and bucket i covers
-        [start + i h, start + (i+1) h), so the buckets add up to exactly the
-        last 24 hours. The database numbers each row's hour (`hour_bucket`)
-        and groups by source and hour: one expression per row, read from the
+        The window ends at `now` rounded up to a whole second (the buckets
+        are counted in whole seconds; rounding down left out what arrived in
+        the last fraction of a second, which the page's total already
+        counted), and bucket i covers [start + i h, start + (i+1) h), so the
+        buckets add up to exactly the last 24 hours. The database numbers
+        each row's hour (`hour_bucket`) and groups by source and hour: one
+        expression per row, read from the
         covering (source, receipt_time) index, at most 24 rows per source
         back. Filter the queryset to the sources wanted first (by id, without
         a join: a join per row doubles the cost).
         """
         end = now.replace(microsecond=0)
+        if now.microsecond:
+            end += timedelta(seconds=1)
         start = end - timedelta(hours=ACTIVITY_HOURS)
         grouped = (
             self.filter(

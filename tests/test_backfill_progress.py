@@ -149,6 +149,16 @@ def test_it_puts_a_message_on_an_hour_edge_in_the_later_hour():
     assert sum(hourly) == 3
 
 
+def test_it_counts_what_arrived_in_the_last_fraction_of_a_second():
+    """The page's total counts a message received a moment ago: so do the
+    last 24 hours (their window is counted in whole seconds)."""
+    source = make_source(make_collector("Fresh"))
+    now = NOW + timedelta(microseconds=600_000)
+    add_messages(source, 2, received=NOW + timedelta(microseconds=100_000))
+    hourly = LogMessage.objects.filter(source=source).activity(now)[source.pk].hourly
+    assert hourly[-1] == 2
+
+
 def test_it_adds_activities_hour_by_hour():
     one = Activity(tuple(range(24)))
     assert (one + one).hourly[23] == 46
