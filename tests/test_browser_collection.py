@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from collectors import crypto, health, ledger
 from collectors.choices import ErrorType, Severity, SourceState
-from collectors.models import Source
+from collectors.models import Source, StateTransition
 from tests.cast import add_messages, make_collector, make_source
 from tests.conftest import artifacts_dir
 
@@ -40,9 +40,16 @@ def world():
     prod = make_collector("Production", category="Security")
     lab = make_collector("Lab", category="Testing")
     live = make_source(prod, "Phishing events", state=SourceState.COLLECTING)
+    # Created two days ago (its page's Timeline and State say so), collecting
+    # since; its newest batch below came 20 minutes ago.
+    created = now - timedelta(days=2)
     Source.objects.filter(pk=live.pk).update(
-        last_complete_day=date.today() - timedelta(days=1)
+        created=created,
+        state_changed=created,
+        last_complete_day=date.today() - timedelta(days=1),
+        last_success_at=now - timedelta(minutes=20),
     )
+    StateTransition.objects.filter(source=live).update(at=created)
     for hours in range(0, 24, 3):
         add_messages(
             live,
