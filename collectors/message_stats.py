@@ -116,10 +116,10 @@ class LogMessageQuerySet(models.QuerySet):
         counted), and bucket i covers [start + i h, start + (i+1) h), so the
         buckets add up to exactly the last 24 hours. The database numbers
         each row's hour (`hour_bucket`) and groups by source and hour: one
-        expression per row, read from the
-        covering (source, receipt_time) index, at most 24 rows per source
-        back. Filter the queryset to the sources wanted first (by id, without
-        a join: a join per row doubles the cost).
+        expression per row, read from the covering (source, receipt_time)
+        index, at most 24 rows per source back. Filter the queryset to the
+        sources wanted first (by id, without a join: a join per row doubles
+        the cost).
         """
         end = now.replace(microsecond=0)
         if now.microsecond:
