@@ -39,6 +39,27 @@ def make_source(
     return source
 
 
+def make_source_with_wrong_key(
+    collector: HostedCollector, name: str = "Wrong key", **kw
+) -> Source:
+    """A source that KnowBe4 refused (401): in Error with the open health
+    event that put it there, as the engine leaves it."""
+    from collectors import health
+    from collectors.choices import ErrorType, Severity, SourceState
+
+    source = make_source(collector, name, **kw)
+    source.transition(SourceState.ERROR, "401", error_type=ErrorType.THIRD_PARTY_CONFIG)
+    health.record(
+        source,
+        ErrorType.THIRD_PARTY_CONFIG,
+        code="http_401",
+        message="KnowBe4 refused the API key (401 Unauthorized).",
+        suggested_fix=health.FIX_CONFIG,
+        severity=Severity.ERROR,
+    )
+    return source
+
+
 def make_field(name: str, enabled: bool = True) -> FieldDefinition:
     return FieldDefinition.objects.create(name=name, enabled=enabled)
 

@@ -15,10 +15,15 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from collectors import crypto, health, ledger
-from collectors.choices import ErrorType, Severity, SourceState
+from collectors import crypto, ledger
+from collectors.choices import ErrorType, SourceState
 from collectors.models import Source, StateTransition
-from tests.cast import add_messages, make_collector, make_source
+from tests.cast import (
+    add_messages,
+    make_collector,
+    make_source,
+    make_source_with_wrong_key,
+)
 from tests.conftest import artifacts_dir
 
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("transactional_db")]
@@ -72,16 +77,7 @@ def world():
         occurred=datetime.combine(checkpoint, time(12), UTC),
         start=100_000,
     )
-    broken = make_source(lab, "Wrong key")
-    broken.transition(SourceState.ERROR, "401", error_type=ErrorType.THIRD_PARTY_CONFIG)
-    health.record(
-        broken,
-        ErrorType.THIRD_PARTY_CONFIG,
-        code="http_401",
-        message="KnowBe4 refused the API key (401 Unauthorized).",
-        suggested_fix=health.FIX_CONFIG,
-        severity=Severity.ERROR,
-    )
+    broken = make_source_with_wrong_key(lab)
     old = make_source(lab, "Retired", state=SourceState.STOPPING)
     return {
         "prod": prod,

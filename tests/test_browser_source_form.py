@@ -7,10 +7,13 @@ import pytest
 from django.urls import reverse
 from playwright.sync_api import expect
 
-from collectors import health
-from collectors.choices import Severity
 from collectors.models import FieldDefinition, Source
-from tests.cast import make_collector, make_field, make_source
+from tests.cast import (
+    make_collector,
+    make_field,
+    make_source,
+    make_source_with_wrong_key,
+)
 from tests.conftest import artifacts_dir
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -101,19 +104,9 @@ def test_it_screenshots_the_collection_page(page, live_server):
     staging = make_collector("Staging", category="Staging/Security")
     make_source(prod, "KnowBe4 Events", category="Security/KnowBe4")
     make_source(prod, "KnowBe4 EU", base_url_key="eu", state="collecting")
-    broken = make_source(
-        staging, "KnowBe4 Test", state="error", error_type="ThirdPartyConfig"
-    )
-    # A source in Error has the open health event that put it there: without
-    # it the screenshot showed a red state pill beside a green health icon.
-    health.record(
-        broken,
-        "ThirdPartyConfig",
-        code="http_401",
-        message="KnowBe4 refused the API key (401 Unauthorized).",
-        suggested_fix=health.FIX_CONFIG,
-        severity=Severity.ERROR,
-    )
+    # In Error with the health event that put it there: a bare Error state
+    # drew a red state pill beside a green health icon.
+    broken = make_source_with_wrong_key(staging, "KnowBe4 Test")
     page.goto(live_server.url + reverse("collection"))
     page.screenshot(path=str(artifacts_dir() / "collection-page.png"), full_page=True)
     assert page.locator("tr[data-source-id]").count() == 3
