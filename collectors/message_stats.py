@@ -273,12 +273,15 @@ class LogMessageQuerySet(models.QuerySet):
         )
 
     def phishing_tests(self) -> list[dict]:
-        """The latest version of each phishing security test, oldest start
-        first: its phish-prone percentage and KnowBe4's own per-test counts."""
+        """The latest version of each phishing security test, email and
+        callback alike, oldest start first: its phish-prone percentage and
+        KnowBe4's own per-test counts."""
         tests = []
-        for _, _, r in self.latest_versions("phishing_test"):
+        for kind, _, r in self.latest_versions(*TEST_TYPES):
             tests.append(
                 {
+                    "data_type": kind,
+                    "recipient_type": TEST_TYPES[kind],
                     "pst_id": r.get("pst_id"),
                     "name": str(r.get("name") or r.get("pst_id")),
                     "started": records_time(r.get("started_at")),
@@ -291,16 +294,18 @@ class LogMessageQuerySet(models.QuerySet):
                 }
             )
         far = datetime.max.replace(tzinfo=UTC)
-        tests.sort(key=lambda t: (t["started"] or far, str(t["pst_id"])))
+        tests.sort(
+            key=lambda t: (t["started"] or far, t["data_type"], str(t["pst_id"]))
+        )
         return tests
 
     def repeat_clickers(self, minimum: int = 2) -> list[dict]:
-        """Users whose latest recipient versions show a click in `minimum` or
-        more distinct tests, most tests first."""
+        """Users whose latest recipient versions (email and callback tests)
+        show a click in `minimum` or more distinct tests, most tests first."""
         tests: dict[str, set] = {}
-        for _, email, r in self.latest_versions("phishing_recipient", having=CLICKED):
+        for kind, email, r in self.latest_versions(*RECIPIENT_TYPES, having=CLICKED):
             if email and r.get("clicked_at"):
-                tests.setdefault(email.lower(), set()).add(r.get("pst_id"))
+                tests.setdefault(email.lower(), set()).add((kind, r.get("pst_id")))
         rows = [
             {"user_email": email, "tests": len(ids)}
             for email, ids in tests.items()
@@ -309,20 +314,21 @@ class LogMessageQuerySet(models.QuerySet):
         return sorted(rows, key=lambda r: (-r["tests"], r["user_email"]))
 
     def clickers_untrained(self) -> list[dict]:
-        """Users who clicked (latest recipient versions) and whose latest
-        training enrollment versions include one not completed (Not Started,
-        In Progress or Past Due), with those enrollments counted."""
+        """Users who clicked (latest recipient versions, email and callback
+        tests) and whose latest training enrollment versions include one not
+        completed (Not Started, In Progress or Past Due), with those
+        enrollments counted."""
         clicked: set[str] = set()
         open_: dict[str, dict] = {}
         for kind, email, r in self.latest_versions(
-            "phishing_recipient",
+            *RECIPIENT_TYPES,
             "training_enrollment",
             having=CLICKED | models.Q(data_type="training_enrollment"),
         ):
             email = email.lower()
             if not email:
                 continue
-            if kind == "phishing_recipient":
+            if kind in RECIPIENT_TYPES:
                 if r.get("clicked_at"):
                     clicked.add(email)
             elif r.get("status") not in COMPLETED_STATUSES:
@@ -375,9 +381,18 @@ class LogMessageQuerySet(models.QuerySet):
         return [rows[name] for name in sorted(rows)]
 
 
+# The security tests' data types, each with its recipients' (a callback
+# test's records have the shape of a phishing test's; KnowBe4 serves them
+# apart, with `campaign_type=callback`).
+TEST_TYPES = {
+    "phishing_test": "phishing_recipient",
+    "callback_test": "callback_recipient",
+}
+RECIPIENT_TYPES = tuple(TEST_TYPES.values())
 # A recipient version with a click: canonical JSON writes `"clicked_at":null`
 # without one (a pre-filter of the rows read; the JSON is checked anyway).
-CLICKED = models.Q(raw__contains='"clicked_at":"')
+CLICKED_TEXT = '"clicked_at":"'
+CLICKED = models.Q(raw__contains=CLICKED_TEXT)
 # An enrollment counts as complete in these statuses (KnowBe4's wording).
 COMPLETED_STATUSES = frozenset({"Passed", "Completed"})
 

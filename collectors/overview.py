@@ -30,6 +30,7 @@ from django.utils import timezone
 from collectors import status
 from collectors.choices import SourceState
 from collectors.knowbe4 import records
+from collectors.message_stats import CLICKED_TEXT, RECIPIENT_TYPES, TEST_TYPES
 from collectors.models import HealthEvent, LogMessage, Source
 from collectors.search import (
     QUICK_RANGES,
@@ -340,41 +341,49 @@ def _record_q(key: str, value: object) -> str:
 
 
 def phishing(view: OverviewFilter) -> dict | None:
-    """Each test's phish-prone percentage (the chart over time is the same
-    rows by start), its clicked / data entered / reported counts, and the
-    report rate: reported over delivered, across the tests."""
-    if "phishing_test" not in view.reporting_types():
+    """Each security test's phish-prone percentage (the chart over time is
+    the same rows by start), its clicked / data entered / reported counts,
+    and the report rate: reported over delivered, across the tests. Callback
+    tests count beside email tests, each row linking to its own data type."""
+    kinds = view.reporting_types() & set(TEST_TYPES)
+    if not kinds:
         return None
     tests = view.messages().phishing_tests()
     for t in tests:
         t["rate"] = _percent(t["reported"], t["delivered"])
+        t["callback"] = t["data_type"] == "callback_test"
         t["url"] = view.messages_url(
-            data_type="phishing_test", q=_record_q("pst_id", t["pst_id"])
+            data_type=t["data_type"], q=_record_q("pst_id", t["pst_id"])
         )
         t["recipients_url"] = view.messages_url(
-            data_type="phishing_recipient", q=_record_q("pst_id", t["pst_id"])
+            data_type=t["recipient_type"], q=_record_q("pst_id", t["pst_id"])
         )
     delivered = sum(t["delivered"] for t in tests)
     reported = sum(t["reported"] for t in tests)
+    if len(kinds) == 1:
+        (kind,) = kinds
+        url = view.messages_url(data_type=kind)
+    else:  # both kinds: the key only a test's records hold
+        url = view.messages_url(q=json.dumps("phish_prone_percentage") + ":")
     return {
         "tests": tests,
         "delivered": delivered,
         "reported": reported,
         "report_rate": _percent(reported, delivered),
-        "url": view.messages_url(data_type="phishing_test"),
+        "url": url,
     }
 
 
 def people(view: OverviewFilter) -> dict | None:
-    """Repeat clickers, and clickers with training not completed."""
-    if "phishing_recipient" not in view.reporting_types():
+    """Repeat clickers, and clickers with training not completed (clicks in
+    email and callback tests alike)."""
+    if not view.reporting_types() & set(RECIPIENT_TYPES):
         return None
     repeat = view.messages().repeat_clickers()
     untrained = view.messages().clickers_untrained()
     for row in repeat:
-        row["url"] = view.messages_url(
-            data_type="phishing_recipient", user_email=row["user_email"]
-        )
+        # Both recipient types: the versions of this user's with a click.
+        row["url"] = view.messages_url(user_email=row["user_email"], q=CLICKED_TEXT)
     for row in untrained:
         row["url"] = view.messages_url(
             data_type="training_enrollment", user_email=row["user_email"]

@@ -314,9 +314,69 @@ def test_it_links_each_figure_to_the_messages_behind_it(admin_client, data):
         assert _listed(admin_client, drift["url"]) == {"4"}
         wave2 = overview.training(v)[1]
         assert _listed(admin_client, wave2["url"]) == {"5"}
-    query = parse_qs(urlsplit(overview.people(v)["repeat"][0]["url"]).query)
-    assert query["data_type"] == ["phishing_recipient"]
+        # a repeat clicker's link: her recipient versions with a click
+        alice = overview.people(v)["repeat"][0]
+        assert alice["user_email"] == "alice@example.org"
+        assert _listed(admin_client, alice["url"]) == {"11", "21"}
+    query = parse_qs(urlsplit(alice["url"]).query)
     assert query["user_email"] == ["alice@example.org"]
+
+
+@pytest.fixture
+def callbacks(data):
+    """A callback test (KnowBe4's `campaign_type=callback`) in range beside
+    the email tests: carol clicks in it (her second test), erin too (her
+    first, and her training is not started); frank does not click."""
+    rep = data["rep"]
+    t3 = NOW - 4 * DAY
+    put(
+        rep,
+        "callback_test",
+        test_record(
+            31, "Help desk", t3, 40.0, delivered=5, clicked=2, entered=1, reported=1
+        ),
+        t3,
+    )
+    c, e, f = (f"{n}@example.org" for n in ("carol", "erin", "frank"))
+    put(rep, "callback_recipient", recipient(41, 31, c, clicked=t3 + DAY), NOW - DAY)
+    put(rep, "callback_recipient", recipient(42, 31, e, clicked=t3 + DAY), NOW - DAY)
+    put(rep, "callback_recipient", recipient(43, 31, f, delivered=t3), NOW - DAY)
+    put(rep, "training_enrollment", enrollment(6, e, "Wave 2", "Not Started"), t3)
+    return data
+
+
+def test_it_counts_callback_tests_beside_email_tests(admin_client, callbacks):
+    v = view()
+    panel = overview.phishing(v)
+    kinds = [(t["data_type"], t["pst_id"], t["callback"]) for t in panel["tests"]]
+    assert kinds == [
+        ("phishing_test", 1, False),
+        ("phishing_test", 2, False),
+        ("callback_test", 31, True),
+    ]
+    rows = latest("phishing_test") + latest("callback_test")
+    reported = sum(r["reported_count"] for r in rows)
+    delivered = sum(r["delivered_count"] for r in rows)
+    assert panel["report_rate"] == round(100 * reported / delivered, 1) == 28.0
+    people = overview.people(v)
+    assert [(r["user_email"], r["tests"]) for r in people["repeat"]] == [
+        ("alice@example.org", 2),
+        ("carol@example.org", 2),
+        ("dave@example.org", 2),
+    ]
+    untrained = [r["user_email"] for r in people["untrained"]]
+    assert untrained == ["alice@example.org", "dave@example.org", "erin@example.org"]
+    with time_machine.travel(NOW, tick=False):
+        callback = panel["tests"][2]
+        assert _listed(admin_client, callback["url"]) == {"31"}
+        assert _listed(admin_client, callback["recipients_url"]) == {"41", "42", "43"}
+        # the report rate's link: every test's versions in range, both kinds
+        assert _listed(admin_client, panel["url"]) == {"1", "2", "31"}
+        carol = people["repeat"][1]
+        assert _listed(admin_client, carol["url"]) == {"23", "41"}
+        page = admin_client.get(reverse("overview")).content.decode()
+    assert page.count('class="ppp-point"') == 3
+    assert 'Help desk</a> <span class="muted">(callback)</span>' in page
 
 
 def _listed(client, url: str) -> set[str]:
