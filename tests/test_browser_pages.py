@@ -169,20 +169,23 @@ def world() -> dict:
 
 
 def _reporting(source, now) -> None:
-    """Three phishing tests (one with two versions), their recipients,
-    training enrollments and users' risk scores: the Overview's Reporting
-    panels, filled."""
+    """Three security tests, the last a callback test, each with two
+    versions; their recipients, training enrollments and users' risk
+    scores: the Overview's Reporting panels, filled."""
     day = timedelta(days=1)
     emails = [f"user{i}@example.org" for i in range(8)]
     for t, (ppp, clicked) in enumerate([(18.5, 3), (12.0, 2), (25.0, 4)]):
         start = now - (20 - 8 * t) * day
+        kind = "callback" if t == 2 else "phishing"
         for version, seen in enumerate((start, start + 2 * day)):
             store_record(
                 source,
-                "phishing_test",
+                f"{kind}_test",
                 {
                     "pst_id": 500 + t,
-                    "name": f"Quarterly test #{t + 1}",
+                    "name": "Help-desk callback"
+                    if t == 2
+                    else f"Quarterly test #{t + 1}",
                     "status": "Closed" if version else "In Progress",
                     "started_at": start.isoformat(),
                     "phish_prone_percentage": ppp + version,
@@ -196,7 +199,7 @@ def _reporting(source, now) -> None:
         for i, email in enumerate(emails):
             store_record(
                 source,
-                "phishing_recipient",
+                f"{kind}_recipient",
                 {
                     "recipient_id": 9000 + 10 * t + i,
                     "pst_id": 500 + t,
@@ -500,6 +503,8 @@ def test_it_screenshots_the_overview_for_the_readme(browser, live_server, admin_
         for panel in ("phishing", "repeat-clickers", "risk-drift", "training"):
             assert pg.locator(f"#panel-{panel}").is_visible()
         assert pg.locator("#panel-phishing .ppp-point").count() == 3
+        callback = pg.locator("#panel-phishing tr[data-pst='502']")
+        assert "Help-desk callback (callback)" in callback.inner_text()
         pg.screenshot(path=str(artifacts_dir() / "readme-overview.png"), full_page=True)
     finally:
         context.close()
