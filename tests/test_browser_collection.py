@@ -65,15 +65,18 @@ def world():
     backfill = make_source(
         prod, "Training history", state=SourceState.COLLECTING, initial_lookback_days=90
     )
+    # Created now (its 90-day window counts from today, so the bar's length
+    # never depends on the hour the test runs), its first batches stored
+    # since: its last success is not older than the source.
     checkpoint = date.today() - timedelta(days=60)
     Source.objects.filter(pk=backfill.pk).update(
-        last_complete_day=checkpoint, last_success_at=now - timedelta(minutes=4)
+        last_complete_day=checkpoint, last_success_at=timezone.now()
     )
     # Its events occurred on the days it has read so far, oldest day first.
     add_messages(
         backfill,
         900,
-        received=now - timedelta(minutes=4),
+        received=timezone.now(),
         occurred=datetime.combine(checkpoint, time(12), UTC),
         start=100_000,
     )
