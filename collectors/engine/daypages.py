@@ -1,7 +1,7 @@
 """The events reader: KnowBe4's `/events` stream, day by day, page by page.
 
 Closed days are read with `occurred_date=D` in order from the checkpoint
-(`window`), each page stored with its checkpoint (`store`), the next page
+(`window`), each page stored with its checkpoint (`store`), the next pages
 fetched while this one is stored (`fetch`). The re-scan window is read again
 on a clock, and a source that opts in also polls the current UTC day: oldest
 first, resuming at the last page it read (new events land at the end). The
@@ -108,8 +108,9 @@ class EventsReader:
         last: date,
         progress: dict,
     ) -> None:
-        """The closed-day loop: the next page is fetched by a helper thread
-        while this one is stored, so KnowBe4's latency and our writes overlap.
+        """The closed-day loop: the next pages (`window.pages_ahead`, within the
+        run's page budget) are fetched by a helper thread while this one is
+        stored, so KnowBe4's latency and our writes overlap.
         `progress` is written with the first page (when the pass started)."""
         source = ctx.source
         day, page = point
@@ -122,8 +123,8 @@ class EventsReader:
                 source, SourceState.AUTHENTICATED, "First successful call to KnowBe4"
             )
             following = window.next_position(source, prepared.page, day, last)
-            if following[0] is not None and not ctx.out_of_budget(1):
-                fetch.ahead(following[0], following[1])
+            keys = window.pages_ahead(prepared.page, day, following)
+            fetch.ahead(*[k for n, k in enumerate(keys, 1) if not ctx.out_of_budget(n)])
             store.store_page(ctx, writer, prepared, (day, page), following, **progress)
             progress = {}
             day, page = following[0], following[1]
@@ -156,7 +157,7 @@ class EventsReader:
             more = events_page.next_page is not None and events_page.events
             after = events_page.next_page if more else page
             if more and not ctx.out_of_budget(1):
-                fetch.ahead(today, after)
+                fetch.ahead((today, after))
             unchanged = (
                 source.cursor_day,
                 source.cursor_page,

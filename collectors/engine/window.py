@@ -79,3 +79,25 @@ def next_position(
         return day, page.next_page, source.last_complete_day
     following = day + timedelta(days=1) if day < last else None
     return following, 1, max(filter(None, (source.last_complete_day, day)))
+
+
+def pages_ahead(
+    page: EventsPage, day: date, following: tuple[date | None, int, date | None]
+) -> list[tuple[date, int]]:
+    """The pages certainly read after `page` of `day`, to fetch ahead: the
+    next position, and the page after it when the day's own page count
+    (`meta.total_pages`) says that page exists. A closed day only gains
+    events (backdated ones), so such a page is never a request wasted."""
+    next_day, next_page = following[0], following[1]
+    if next_day is None:
+        return []
+    keys = [(next_day, next_page)]
+    total = page.meta.get("total_pages") if isinstance(page.meta, dict) else None
+    if (
+        next_day == day
+        and isinstance(total, int)
+        and not isinstance(total, bool)
+        and next_page < total
+    ):
+        keys.append((day, next_page + 1))
+    return keys
