@@ -223,6 +223,8 @@ def run_collector(
         "--until-idle",
     ]  # fmt: skip
     start = time.time()
+    # Run as deployed: DEBUG off (see bench/collect_settings.py).
+    env = {**env, "DJANGO_SETTINGS_MODULE": "bench.collect_settings"}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
     if stop_after is not None:
         time.sleep(stop_after)
@@ -374,8 +376,8 @@ def main() -> None:
     if not env.get("DATABASE_URL"):
         env["DATA_DIR"] = tempfile.mkdtemp(prefix="kb4-bench-")
     # DEBUG on: the sandbox's plain-http loopback Base URL is refused with
-    # DEBUG off (the key travels in a header). The engine calls
-    # reset_queries() after every page, so Django's query log stays short.
+    # DEBUG off (the key travels in a header). The collect process turns it
+    # off once its settings are checked (bench/collect_settings.py).
     env["DEBUG"] = "1"
     env.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
     env.setdefault("FIELD_ENCRYPTION_KEYS", Fernet.generate_key().decode())

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 from django.conf import settings
-from django.db import DataError, IntegrityError, connection, reset_queries, transaction
+from django.db import DataError, IntegrityError, connection, transaction
 from django.utils import timezone
 
 from collectors import ledger, lifecycle, quarantine
@@ -521,7 +521,10 @@ class Batch:
         ctx.result.stored += stored
         # With DEBUG on (make run) Django logs every query of a long-lived
         # worker connection; a backfill should not carry thousands of them.
-        reset_queries()
+        # Only this connection's log, only when it keeps one: reset_queries()
+        # walks every connection alias, on each page.
+        if connection.queries_logged:
+            connection.queries_log.clear()
         if (
             ctx.result.pages - self._counts_at[1] >= settings.COLLECTION_BATCH_PAGES
             or time.monotonic() - self._opened_at >= settings.COLLECTION_BATCH_SECONDS
