@@ -324,11 +324,7 @@ def _list_pages(count: int) -> int:
 
 
 # The list types whose records each have a child list: (parent, child).
-CHILD_LISTS = {
-    "phishing_test": "phishing_recipient",
-    "callback_test": "callback_recipient",
-    "group": "group_member",
-}
+CHILD_LISTS = {**records.TEST_RECIPIENTS, "group": "group_member"}
 
 
 def _estimate(kind: str, stored: dict[str, int]) -> int:

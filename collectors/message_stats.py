@@ -20,6 +20,8 @@ from django.db.models.expressions import RawSQL
 from django.db.models.functions import TruncDate
 from django.utils.dateparse import parse_datetime
 
+from collectors.knowbe4.records import TEST_RECIPIENTS
+
 # The "recent rate" of a backfill's ETA: events stored in this last stretch.
 RECENT_RATE_WINDOW = timedelta(minutes=10)
 # The Collection page's activity: hourly buckets over the last 24 hours.
@@ -277,11 +279,10 @@ class LogMessageQuerySet(models.QuerySet):
         callback alike, oldest start first: its phish-prone percentage and
         KnowBe4's own per-test counts."""
         tests = []
-        for kind, _, r in self.latest_versions(*TEST_TYPES):
+        for kind, _, r in self.latest_versions(*TEST_RECIPIENTS):
             tests.append(
                 {
                     "data_type": kind,
-                    "recipient_type": TEST_TYPES[kind],
                     "pst_id": r.get("pst_id"),
                     "name": str(r.get("name") or r.get("pst_id")),
                     "started": records_time(r.get("started_at")),
@@ -381,14 +382,8 @@ class LogMessageQuerySet(models.QuerySet):
         return [rows[name] for name in sorted(rows)]
 
 
-# The security tests' data types, each with its recipients' (a callback
-# test's records have the shape of a phishing test's; KnowBe4 serves them
-# apart, with `campaign_type=callback`).
-TEST_TYPES = {
-    "phishing_test": "phishing_recipient",
-    "callback_test": "callback_recipient",
-}
-RECIPIENT_TYPES = tuple(TEST_TYPES.values())
+# Email and callback security tests, and their recipients.
+RECIPIENT_TYPES = tuple(TEST_RECIPIENTS.values())
 # A recipient version with a click: canonical JSON writes `"clicked_at":null`
 # without one (a pre-filter of the rows read; the JSON is checked anyway).
 CLICKED_TEXT = '"clicked_at":"'

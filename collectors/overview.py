@@ -30,7 +30,7 @@ from django.utils import timezone
 from collectors import status
 from collectors.choices import SourceState
 from collectors.knowbe4 import records
-from collectors.message_stats import CLICKED_TEXT, RECIPIENT_TYPES, TEST_TYPES
+from collectors.message_stats import CLICKED_TEXT, RECIPIENT_TYPES
 from collectors.models import HealthEvent, LogMessage, Source
 from collectors.search import (
     QUICK_RANGES,
@@ -345,7 +345,7 @@ def phishing(view: OverviewFilter) -> dict | None:
     the same rows by start), its clicked / data entered / reported counts,
     and the report rate: reported over delivered, across the tests. Callback
     tests count beside email tests, each row linking to its own data type."""
-    kinds = view.reporting_types() & set(TEST_TYPES)
+    kinds = view.reporting_types() & set(records.TEST_RECIPIENTS)
     if not kinds:
         return None
     tests = view.messages().phishing_tests()
@@ -356,7 +356,8 @@ def phishing(view: OverviewFilter) -> dict | None:
             data_type=t["data_type"], q=_record_q("pst_id", t["pst_id"])
         )
         t["recipients_url"] = view.messages_url(
-            data_type=t["recipient_type"], q=_record_q("pst_id", t["pst_id"])
+            data_type=records.TEST_RECIPIENTS[t["data_type"]],
+            q=_record_q("pst_id", t["pst_id"]),
         )
     delivered = sum(t["delivered"] for t in tests)
     reported = sum(t["reported"] for t in tests)

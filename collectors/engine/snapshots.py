@@ -54,11 +54,6 @@ from collectors.knowbe4.reporting import NotFound, ReportingClient, child_path
 from collectors.ratelimit import WaitLonger
 
 CALLBACK = {"campaign_type": "callback"}
-# The recipients' data type of each kind of security test.
-RECIPIENTS = {
-    "phishing_test": "phishing_recipient",
-    "callback_test": "callback_recipient",
-}
 __all__ = ["SnapshotReader", "children", "plan", "settings_of", "wants_recipients"]
 
 
@@ -122,7 +117,7 @@ def children(task: dict, page_records: list, now: datetime, conf: dict) -> list[
     """The child tasks a parent page's records call for (a callback test's
     recipients are asked for with its `campaign_type` too)."""
     out = []
-    recipients = RECIPIENTS.get(task["type"])
+    recipients = records.TEST_RECIPIENTS.get(task["type"])
     for record in page_records:
         if not isinstance(record, dict):
             continue
@@ -205,7 +200,7 @@ class SnapshotReader:
                 page_records = client.get_list(task["path"], task["params"])
         except NotFound:
             if task["parent"] is None and task["type"] not in (
-                *RECIPIENTS.values(),
+                *records.TEST_RECIPIENTS.values(),
                 "group_member",
             ):
                 raise

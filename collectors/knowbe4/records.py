@@ -68,6 +68,15 @@ MESSAGE_TYPES_OF = {
 }
 
 
+# The recipients' data type of each kind of security test (a callback test's
+# records have the shape of a phishing test's; KnowBe4 serves them apart,
+# asked with `campaign_type=callback`).
+TEST_RECIPIENTS = {
+    "phishing_test": "phishing_recipient",
+    "callback_test": "callback_recipient",
+}
+
+
 # Message data types (the Messages page's filter): label per stored type.
 MESSAGE_TYPES = {
     "events": "User events",
