@@ -44,12 +44,19 @@ def make_source_with_wrong_key(
 ) -> Source:
     """A source that KnowBe4 refused (401): in Error with the open health
     event that put it there, as the engine leaves it."""
+    source = make_source(collector, name, **kw)
+    refuse_key(source)
+    return source
+
+
+def refuse_key(source: Source):
+    """Put `source` in Error as a 401 from KnowBe4 does; return the open
+    ThirdPartyConfig health event that says so."""
     from collectors import health
     from collectors.choices import ErrorType, Severity, SourceState
 
-    source = make_source(collector, name, **kw)
     source.transition(SourceState.ERROR, "401", error_type=ErrorType.THIRD_PARTY_CONFIG)
-    health.record(
+    return health.record(
         source,
         ErrorType.THIRD_PARTY_CONFIG,
         code="http_401",
@@ -57,7 +64,6 @@ def make_source_with_wrong_key(
         suggested_fix=health.FIX_CONFIG,
         severity=Severity.ERROR,
     )
-    return source
 
 
 def make_field(name: str, enabled: bool = True) -> FieldDefinition:

@@ -12,22 +12,10 @@ from django.urls import reverse
 
 from collectors import health
 from collectors.choices import ErrorType, Severity, SourceState
-from tests.cast import make_collector, make_source, make_user
+from tests.cast import make_collector, make_source, make_user, refuse_key
 
 pytestmark = pytest.mark.django_db
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
-
-
-def config_error(source):
-    source.transition(SourceState.ERROR, "401", error_type=ErrorType.THIRD_PARTY_CONFIG)
-    return health.record(
-        source,
-        ErrorType.THIRD_PARTY_CONFIG,
-        code="401",
-        message="KnowBe4 refused the API key (401 Unauthorized).",
-        suggested_fix=health.FIX_CONFIG,
-        severity=Severity.ERROR,
-    )
 
 
 def retrying(source):
@@ -55,7 +43,7 @@ def manager(client):
 
 def test_it_offers_restart_and_edit_in_the_panel_for_a_config_error(manager):
     source = make_source(make_collector())
-    config_error(source)
+    refuse_key(source)
     for url in (
         reverse("source-health", args=[source.pk]),
         reverse("collector-health", args=[source.collector.pk]),
@@ -77,7 +65,7 @@ def test_it_offers_nothing_for_a_warning_that_fixes_itself(manager):
 def test_it_hides_the_buttons_from_a_viewer_and_says_why(client):
     client.force_login(make_user("Viewer"))
     source = make_source(make_collector())
-    config_error(source)
+    refuse_key(source)
     html = html_of(client, reverse("source-health", args=[source.pk]))
     assert reverse("source-restart", args=[source.pk]) not in html
     assert reverse("source-edit", args=[source.pk]) not in html
@@ -91,7 +79,7 @@ def test_it_hides_the_buttons_from_a_viewer_and_says_why(client):
 
 def test_it_restarts_from_the_panel_button(manager):
     source = make_source(make_collector())
-    config_error(source)
+    refuse_key(source)
     response = manager.post(reverse("source-restart", args=[source.pk]))
     assert response.status_code == 302
     source.refresh_from_db()
@@ -100,7 +88,7 @@ def test_it_restarts_from_the_panel_button(manager):
 
 def test_it_shows_the_open_events_at_the_top_of_the_edit_form(manager):
     source = make_source(make_collector())
-    config_error(source)
+    refuse_key(source)
     html = html_of(manager, reverse("source-edit", args=[source.pk]))
     top = html[: html.index('id="source-form"')]
     assert "This source is in Error (ThirdPartyConfig)" in top
@@ -134,7 +122,7 @@ def test_it_tells_the_truth_about_the_next_attempt_on_the_source_page(manager):
         lease_owner="", lease_expires=None, next_attempt_at=NOW + timedelta(hours=1)
     )
     assert next_attempt() == "2026-11-27 13:00:00 UTC"
-    config_error(source)
+    refuse_key(source)
     assert next_attempt() == "after you edit or restart the source"
 
 
@@ -152,7 +140,7 @@ def test_it_restarts_from_the_panel_back_to_the_page_it_was_opened_on(
     manager, next_url, lands_on
 ):
     source = make_source(make_collector())
-    config_error(source)
+    refuse_key(source)
     panel = html_of(
         manager, reverse("source-health", args=[source.pk]) + f"?next={next_url}"
     )
