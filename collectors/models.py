@@ -820,12 +820,14 @@ class LogMessage(models.Model):
                 name="log_message_once_per_version",
             ),
         ]
+        # Ascending, though pages read newest first: messages arrive oldest
+        # first, so a new row goes to the index's last leaf (migration 0019).
         indexes = [
-            models.Index(fields=["-message_time", "-id"], name="msg_time"),
+            models.Index(fields=["message_time", "id"], name="msg_time"),
             models.Index(
-                fields=["source_category", "-message_time"], name="msg_category_time"
+                fields=["source_category", "message_time"], name="msg_category_time"
             ),
-            models.Index(fields=["source", "-message_time"], name="msg_source_time"),
+            models.Index(fields=["source", "message_time"], name="msg_source_time"),
             # The Overview's "new event types": has this type occurred before?
             models.Index(fields=["event_type", "message_time"], name="msg_type_time"),
             # The Overview's aggregates read one data type's time range of these
