@@ -161,8 +161,11 @@ COLLECTION_MAX_PAGES_PER_RUN = env.int("COLLECTION_MAX_PAGES_PER_RUN", default=2
 # Pages that arrive while the previous one is being stored are committed
 # together (`engine.store.Batch`), at most this many or for this long (s); a
 # page the run has to wait for (KnowBe4's answer, the rate limit) first
-# commits those before it, so no transaction waits on KnowBe4.
-COLLECTION_BATCH_PAGES = env.int("COLLECTION_BATCH_PAGES", default=20)
+# commits those before it, so no transaction waits on KnowBe4. 50: the random
+# event ids dirty about one leaf of the unique index per row, and a commit
+# writes each dirtied leaf once, so larger batches write less (bench/RESULTS-
+# engine.md, seventh session).
+COLLECTION_BATCH_PAGES = env.int("COLLECTION_BATCH_PAGES", default=50)
 COLLECTION_BATCH_SECONDS = 0.25
 # SQLite, during a run (`engine.sqlite`): a thread checkpoints the WAL this
 # often (s), the run's own connection only once the WAL holds this many 4 kB
