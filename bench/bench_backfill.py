@@ -64,6 +64,7 @@ class Backfill:
     load: float = 0.0  # 1-minute load average when the run started
     bare_per_second: float = 0.0  # the bare HTTP + JSON loop, same pages
     wall_seconds: float = 0.0  # the collect process, start-up included
+    ratios: tuple[float, ...] = ()  # every run's ratio (`best_of`)
 
     @property
     def per_second(self) -> float:
@@ -333,6 +334,8 @@ def best_of(times: int, measure) -> Backfill:
     runs = [measure() for _ in range(max(1, times))]
     best = max(runs, key=lambda r: r.per_second)
     best.maxrss_mb = max(r.maxrss_mb for r in runs)
+    # The fastest run is not the one of the best ratio: the ratio of each.
+    best.ratios = tuple(sorted(r.ratio for r in runs))
     return best
 
 
@@ -426,7 +429,8 @@ def main() -> None:
         f"loop | {big.bare_per_second:,.0f} events/s | |",
         f"| **Ratio** engine / bare loop, {big.events:,} events | "
         f"**{big.ratio:.2f}** (whole process, start-up included: "
-        f"{big.events / big.wall_seconds / big.bare_per_second:.2f}) | >= 0.6 |",
+        f"{big.events / big.wall_seconds / big.bare_per_second:.2f}; every run: "
+        f"{', '.join(f'{r:.2f}' for r in big.ratios)}) | >= 0.6 |",
         f"| CPU time of the collect process for it | {big.cpu_seconds:.1f} s = "
         f"{big.events / big.cpu_seconds:,.0f} events per CPU-second | |",
         f"| Peak memory of the collect process, {big.events:,} events | "
