@@ -279,11 +279,12 @@ def unlimited(total: int, env: dict[str, str]) -> Backfill:
     result = Backfill(count, seconds, rss, len(log), cpu_seconds=cpu, load=load)
     # The machine's speed moves from one minute to the next: the bare loop
     # runs just before and just after the engine, and the ratio is to both.
-    bare_events, bare_seconds = before[0] + after[0], before[1] + after[1]
-    result.bare_per_second = bare_events / bare_seconds if bare_seconds else 0.0
+    for bare_events, _seconds in (before, after):
+        if bare_events != total:
+            raise SystemExit(f"the bare loop read {bare_events} events, not {total}")
+    bare_seconds = before[1] + after[1]
+    result.bare_per_second = 2 * total / bare_seconds if bare_seconds else 0.0
     result.wall_seconds = end - start
-    if bare_events != 2 * total:
-        raise SystemExit(f"the bare loop read {bare_events // 2} events, not {total}")
     print(
         f"  limits off, {total:,} events: {result.per_second:,.0f} events/s "
         f"({len(log)} requests in {seconds:.1f} s; process wall {end - start:.1f} s, "
