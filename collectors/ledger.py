@@ -8,7 +8,9 @@ is taken from the key's budget by ONE conditional UPDATE before it is sent
 (`take`): the row's count goes up only while it is below the budget, and the
 database serializes the writers (PostgreSQL re-checks the condition on the
 row a concurrent UPDATE just committed; SQLite has one writer at a time), so
-two workers racing for the last request cannot both get it.
+two workers racing for the last request cannot both get it. A run's pages
+stored in one transaction take their requests a block at a time instead
+(`Reservation`), exact again by the COMMIT.
 
 A window opens with the first request after the previous one reset and
 resets at `days.quota_resets_at(opened, api)`: the one reset rule. The
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import connection
+from django.db.models import F
 from django.utils import timezone
 
 from collectors import days
@@ -61,43 +64,53 @@ def _row(api: str, key_hash: str) -> None:
 
 
 def take(
-    api: str, key_hash: str, budget: int | None, now: datetime | None = None
+    api: str,
+    key_hash: str,
+    budget: int | None,
+    now: datetime | None = None,
+    count: int = 1,
 ) -> bool:
-    """Count one request of this key now, if its window's budget allows it
-    (None: no known budget, always counted). True: send it; False: the budget
-    is spent until the window resets, do not send.
+    """Count `count` requests of this key now, if its window's budget allows
+    them all (None: no known budget, always counted). True: send them; False:
+    the budget is spent (or has fewer left) until the window resets, do not
+    send.
 
-    One UPDATE (`_count`): a window past its reset starts over at this
-    request; otherwise the count goes up by one only while it is below
+    One UPDATE (`_count`): a window past its reset starts over with these
+    requests; otherwise the count goes up only while it stays within
     `budget`. Only when it changed nothing is the row looked for (and made,
     for a key's first request) and the UPDATE tried again.
     """
     now = now or timezone.now()
-    if budget is not None and budget < 1:
+    if budget is not None and budget < count:
         return False
-    if _count(api, key_hash, budget, now, lined_up=True):
+    if _count(api, key_hash, budget, now, lined_up=True, count=count):
         return True
     # Nothing changed: the budget is spent, or the key had no row when the
     # UPDATE ran (another process may have made it since: the UPDATE is then
     # tried once more, never answered from a look at the row).
     if not ApiKeyUsage.objects.filter(api=api, key_hash=key_hash).exists():
         _row(api, key_hash)
-    return _count(api, key_hash, budget, now)
+    return _count(api, key_hash, budget, now, count=count)
 
 
 def _count(
-    api: str, key_hash: str, budget: int | None, now: datetime, lined_up=False
+    api: str,
+    key_hash: str,
+    budget: int | None,
+    now: datetime,
+    lined_up: bool = False,
+    count: int = 1,
 ) -> bool:
-    """The one UPDATE: True when this request was counted. `lined_up`: the
+    """The one UPDATE: True when these requests were counted. `lined_up`: the
     first try, where the tests' `before_take` seam stops the workers.
 
     Written as SQL (`_count_sql`): the ORM's Case/When form cost 1.5 ms of
     Python per request, a tenth of a backfill's CPU."""
     adapt = connection.ops.adapt_datetimefield_value
     at, resets = adapt(now), adapt(days.quota_resets_at(now, api))
-    params = [at, at, at, at, resets, api, key_hash]
+    params = [at, count, count, at, at, at, resets, api, key_hash]
     if budget is not None:
-        params += [at, budget]
+        params += [at, count, budget]
     if lined_up:
         before_take(api, key_hash)
     with connection.cursor() as cursor:
@@ -118,14 +131,70 @@ def _count_sql(with_budget: bool) -> str:
     live = f"{resets} > %s"
     # Only quoted names and placeholders: the values go as parameters.
     sql = (
-        f"UPDATE {table} SET {used} = CASE WHEN {live} THEN {used} + 1 ELSE 1 END, "  # noqa: S608
+        f"UPDATE {table} SET {used} = CASE WHEN {live} THEN {used} + %s ELSE %s END, "  # noqa: S608
         f"{opened} = CASE WHEN {live} THEN {opened} ELSE %s END, "
         f"{resets} = CASE WHEN {live} THEN {resets} ELSE %s END "
         f"WHERE {api} = %s AND {key} = %s"
     )
     if with_budget:
-        sql += f" AND ({resets} IS NULL OR {resets} <= %s OR {used} < %s)"
+        sql += f" AND ({resets} IS NULL OR {resets} <= %s OR {used} + %s <= %s)"
     return sql
+
+
+class Reservation:
+    """A key's requests taken a block at a time, in the caller's open
+    transaction (a `store.Batch`): one UPDATE for a block of requests, not
+    one per request. On SQLite each statement of the run's thread hands the
+    GIL to the fetch thread and waits to take it back: the per-request
+    UPDATE cost a backfill about 7 % of its rate.
+
+    The count is exact by the time the transaction commits: `settle()` gives
+    back, in the same transaction, what was not sent, and no other connection
+    sees the row in between (PostgreSQL locks it until the COMMIT, as it did
+    for the per-request UPDATEs; SQLite has one writer). When the transaction
+    rolls back, the block goes with it (`forget()`) and the caller counts
+    again what it sent, as before. A block serves only the window it was
+    taken in: once that has reset, the rest is given back and the next
+    request opens the new window. When less than a block is left of a known
+    budget, requests are taken one by one, the last refused as ever.
+    """
+
+    def __init__(self, api: str, key_hash: str, budget: int | None) -> None:
+        self.api, self.key_hash, self.budget = api, key_hash, budget
+        self.left = 0  # taken and not sent yet
+        self.until: datetime | None = None  # when their window resets
+        self.blocks = True  # False once a block no longer fits the budget
+
+    def take(self, now: datetime | None = None, block: int = 1) -> bool:
+        """Count one request now (True: send it): from the block held, else
+        from a new block of `block` requests (as many as the caller expects
+        to send before it settles), else alone, as `take` counts it."""
+        now = now or timezone.now()
+        if self.left and now < self.until:
+            self.left -= 1
+            return True
+        self.settle()
+        size = block if self.budget is None else min(block, self.budget)
+        if size > 1 and self.blocks:
+            if take(self.api, self.key_hash, self.budget, now, size):
+                self.left = size - 1
+                self.until = window(self.api, self.key_hash, now).resets_at
+                return True
+            self.blocks = False
+        return take(self.api, self.key_hash, self.budget, now)
+
+    def settle(self) -> None:
+        """Give back what the block holds and was not sent: before the
+        transaction commits."""
+        if self.left:
+            ApiKeyUsage.objects.filter(api=self.api, key_hash=self.key_hash).update(
+                used=F("used") - self.left
+            )
+        self.forget()
+
+    def forget(self) -> None:
+        """The transaction rolled back: the block went with it."""
+        self.left, self.until = 0, None
 
 
 def window(api: str, key_hash: str | None, now: datetime | None = None) -> Window:

@@ -38,6 +38,7 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from functools import cache
 
@@ -344,9 +345,12 @@ class Limiter:
             self._local.tokens = []
         return self._local.tokens
 
-    def acquire(self, longest: float | None = None) -> None:
+    def acquire(
+        self, longest: float | None = None, take: Callable[[], bool] | None = None
+    ) -> None:
         """Block until a request may be sent; record it as in flight and take
-        it from the key's daily budget. BudgetSpent when the budget is used up;
+        it from the key's daily budget (`ledger.take`, or `take` when given: a
+        `ledger.Reservation`'s). BudgetSpent when the budget is used up;
         WaitLonger when the wait would pass `longest` seconds."""
         token = uuid.uuid4().hex[:12]
         while True:
@@ -358,11 +362,14 @@ class Limiter:
             if longest is not None and wait > longest:
                 raise WaitLonger(time.time() + wait)
             time.sleep(min(wait, MAX_SLEEP))
-        if not ledger.take(self.api, self.key_hash, self.budget):
+        if not (take or self._take)():
             # Not sent: the slot is given back as a request that finished now.
             self.backend.release(self.key_hash, token, api=self.api)
             raise BudgetSpent
         self._tokens().append(token)
+
+    def _take(self) -> bool:
+        return ledger.take(self.api, self.key_hash, self.budget)
 
     def release(self, finished_at: float | None = None) -> None:
         """Record that the oldest in-flight request of this thread completed.
@@ -392,10 +399,15 @@ class NullLimiter:
     ) -> None:
         self.key_hash, self.api, self.budget = key_hash, api, budget
 
-    def acquire(self, longest: float | None = None) -> None:
-        """Send at once, if the budget allows."""
-        if not ledger.take(self.api, self.key_hash, self.budget):
+    def acquire(
+        self, longest: float | None = None, take: Callable[[], bool] | None = None
+    ) -> None:
+        """Send at once, if the budget allows (`take`: as `Limiter.acquire`)."""
+        if not (take or self._take)():
             raise BudgetSpent
+
+    def _take(self) -> bool:
+        return ledger.take(self.api, self.key_hash, self.budget)
 
     def release(self, finished_at: float | None = None) -> None:
         """Nothing to record."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 
 from collectors import crypto, engine, ledger, lifecycle, ratelimit
 from collectors.choices import ErrorType
@@ -221,3 +222,35 @@ def test_it_frees_the_limiter_slot_of_the_answer_it_was_waiting_for_when_abandon
     usage = ApiKeyUsage.objects.get(key_hash=crypto.key_fingerprint(fast.api_key))
     assert len(usage.recent) == 2
     assert all(done for _at, _token, done in usage.recent)  # none left in flight
+
+
+def test_it_counts_a_batchs_requests_exactly_in_a_few_updates(
+    settings, clock, collector, monkeypatch
+):
+    settings.KNOWBE4_RATE_LIMIT = False
+    settings.COLLECTION_BATCH_PAGES = 10
+    monkeypatch.setattr(daypages, "ThreadPoolExecutor", es.InlinePool)
+    table = connection.ops.quote_name(ApiKeyUsage._meta.db_table)
+    updates = []
+
+    def spy(execute, sql, params, many, context):
+        if sql.startswith(f"UPDATE {table}"):
+            updates.append(sql)
+        return execute(sql, params, many, context)
+
+    # Five pages a day: a batch takes ten pages that have all arrived.
+    with running_sandbox(days=10, events_per_day=500, rate_limit=False) as server:
+        source = es.sandbox_source(settings, server, collector)
+        with connection.execute_wrapper(spy):
+            result = engine.run(source.pk)
+        sent = len(es.api_requests(server))
+
+    assert result.outcome == "caught_up" and result.stored == 3500
+    assert sent == result.requests == 35
+    key = crypto.key_fingerprint(server.api_key)
+    assert ledger.window("events", key).used == sent
+    # The requests sent while a batch was open share its block's UPDATE (and
+    # the one that gives back what was not sent), not one UPDATE each: 18
+    # UPDATEs for 35 requests, where there were 36 (the key's first request
+    # tries the UPDATE twice).
+    assert len(updates) < sent * 0.6

@@ -9,6 +9,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.db import transaction
 
 from collectors import days, ledger, ratelimit
 from collectors.models import ApiKeyUsage
@@ -173,8 +174,8 @@ def test_it_counts_a_new_keys_request_when_another_worker_made_its_row_meanwhile
     counted and sent: a row that exists does not mean a spent budget."""
     real = ledger._count
 
-    def count(api, key_hash, budget, now, lined_up=False):
-        changed = real(api, key_hash, budget, now, lined_up)
+    def count(api, key_hash, budget, now, lined_up=False, count=1):
+        changed = real(api, key_hash, budget, now, lined_up, count)
         if lined_up:
             assert not changed  # no row yet
             assert real(api, key_hash, budget, now) is False
@@ -187,3 +188,64 @@ def test_it_counts_a_new_keys_request_when_another_worker_made_its_row_meanwhile
     assert ledger.take("reporting", "fresh-2", 5, T0)
     assert ledger.window("events", "fresh", T0).used == 2
     assert ledger.window("reporting", "fresh-2", T0).used == 2
+
+
+@pytest.mark.django_db
+def test_it_takes_requests_a_block_at_a_time_and_gives_back_what_was_not_sent(
+    django_assert_num_queries,
+):
+    assert ledger.take("events", "blk", None, T0)  # the key's row exists
+    reservation = ledger.Reservation("events", "blk", None)
+    with transaction.atomic():
+        with django_assert_num_queries(2):  # the block's UPDATE, its window
+            assert all(reservation.take(T0, block=10) for _ in range(7))
+        with django_assert_num_queries(1):  # the three not sent, given back
+            reservation.settle()
+    window = ledger.window("events", "blk", T0)
+    assert (window.used, window.opened_at) == (8, T0)
+    reservation.settle()  # nothing held: nothing given back twice
+    assert ledger.window("events", "blk", T0).used == 8
+
+
+@pytest.mark.django_db
+def test_it_takes_one_by_one_what_is_left_of_a_known_budget_smaller_than_a_block():
+    for _ in range(6):
+        ledger.take("events", "tight", 10, T0)
+    reservation = ledger.Reservation("events", "tight", 10)
+    with transaction.atomic():
+        assert [reservation.take(T0, block=5) for _ in range(5)] == [True] * 4 + [False]
+        reservation.settle()
+    assert ledger.window("events", "tight", T0).used == 10
+    # With room for a block, a block is taken, and only the requests sent stay.
+    roomy = ledger.Reservation("events", "roomy", 20)
+    with transaction.atomic():
+        assert all(roomy.take(T0, block=5) for _ in range(3))
+        roomy.settle()
+    assert ledger.window("events", "roomy", T0).used == 3
+
+
+@pytest.mark.django_db
+def test_it_opens_the_new_window_for_the_requests_a_block_held_past_its_reset():
+    midnight = datetime(2026, 3, 11, tzinfo=UTC)
+    before = midnight - timedelta(seconds=1)
+    reservation = ledger.Reservation("events", "late", None)
+    with transaction.atomic():
+        assert reservation.take(before, block=10) and reservation.take(before)
+        assert reservation.take(midnight, block=10)  # the old window's block
+        assert reservation.take(midnight)
+        reservation.settle()
+    window = ledger.window("events", "late", midnight)
+    assert (window.used, window.opened_at) == (2, midnight)
+
+
+@pytest.mark.django_db
+def test_it_keeps_nothing_of_a_block_whose_transaction_rolled_back():
+    reservation = ledger.Reservation("events", "undone", None)
+    with pytest.raises(RuntimeError), transaction.atomic():
+        assert reservation.take(T0, block=10) and reservation.take(T0)
+        raise RuntimeError
+    reservation.forget()
+    assert ledger.window("events", "undone", T0).used == 0
+    # The caller counts again the two it sent, in one UPDATE.
+    assert ledger.take("events", "undone", None, T0, count=2)
+    assert ledger.window("events", "undone", T0).used == 2

@@ -85,7 +85,7 @@ class Fetcher:
             self.limiter.acquire()
         else:
             try:
-                self.limiter.acquire(longest=0)
+                self.limiter.acquire(longest=0, take=batch.take_request)
             except WaitLonger:
                 self._idle()
                 self.limiter.acquire()

@@ -445,12 +445,14 @@ class Batch:
     The checkpoint UPDATE checks the lease and the stopping flag at the
     commit; when it fails, every page of the batch rolls back (Abandon). The
     requests sent meanwhile were counted in the key's quota ledger inside the
-    transaction, so a rollback counts them again: a sent request always counts.
+    transaction (a block at a time, `ledger.Reservation`, settled before the
+    COMMIT), so a rollback counts them again: a sent request always counts.
     """
 
     def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx
         self._atomic: transaction.Atomic | None = None
+        self.reservation = ledger.Reservation(ctx.api, ctx.key_hash, ctx.budget)
         self._clear()
 
     def _clear(self) -> None:
@@ -488,6 +490,15 @@ class Batch:
                     exc_info=True,
                 )
         return False
+
+    def take_request(self) -> bool:
+        """Count a request sent while the batch is open (`fetch.Fetcher`): in
+        its transaction, from a block as large as the pages the batch still
+        has room for (about one request each), settled before the COMMIT."""
+        room = settings.COLLECTION_BATCH_PAGES - (
+            self.ctx.result.pages - self._counts_at[1]
+        )
+        return self.reservation.take(block=max(room, 1))
 
     def add(
         self,
@@ -543,6 +554,7 @@ class Batch:
             return
         next_day, next_page, complete = self._checkpoint
         try:
+            self.reservation.settle()
             moved = lifecycle.commit_page(
                 ctx.source,
                 ctx.owner,
@@ -578,8 +590,14 @@ class Batch:
         """After a rollback: the batch's pages were not stored after all, and
         the requests sent while it was open are counted again in the key's
         quota ledger (their first count was rolled back with it)."""
+        self.reservation.forget()
         result = self.ctx.result
         requests_at, result.pages, result.stored = self._counts_at
-        for _ in range(result.requests - requests_at):
-            ledger.take(self.ctx.api, self.ctx.key_hash, None)
+        if result.requests > requests_at:
+            ledger.take(
+                self.ctx.api,
+                self.ctx.key_hash,
+                None,
+                count=result.requests - requests_at,
+            )
         self._clear()
