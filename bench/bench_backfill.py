@@ -21,7 +21,10 @@ What it measures (the issue's section 9):
    fraction of the bound 4 requests/s x 100 events/page reached over a
    `--limited-seconds` window, and the number of 429s (must be 0).
 
-The sandbox runs as its own process; each measurement uses a new source. The
+The sandbox runs as its own process; each measurement uses a new source and
+starts from an empty messages table (`empty_messages`), and the 100,000
+events are also backfilled into a table already holding `--preload`
+messages (300,000), since what a page costs grows with the table. The
 figures replace this database's section of bench/RESULTS-engine.md (`--results`).
 The machine is usually shared, so each size is run `--repeat` times (best kept)
 and the collect process's CPU time is reported as a load-independent figure.
@@ -65,6 +68,7 @@ class Backfill:
     bare_per_second: float = 0.0  # the bare HTTP + JSON loop, same pages
     wall_seconds: float = 0.0  # the collect process, start-up included
     ratios: tuple[float, ...] = ()  # every run's ratio (`best_of`)
+    preloaded: int = 0  # messages in the table before the run
 
     @property
     def per_second(self) -> float:
@@ -242,8 +246,75 @@ def run_collector(
     return start, end, usage.ru_maxrss / 1024, cpu  # Linux: ru_maxrss in KB
 
 
-def unlimited(total: int, env: dict[str, str]) -> Backfill:
-    """Backfill `total` events with every limit off: throughput and memory."""
+def empty_messages() -> None:
+    """Start a measurement from an empty messages table.
+
+    What a page costs grows with the unique index it writes into: a random
+    event id lands on a leaf of its own, so the more leaves, the more pages
+    each commit writes. Runs that each added to one table were measured on
+    ever bigger tables (the third 100,000-event run after three of 20,000
+    wrote into 260,000 rows), and their order decided the figures. Now every
+    run starts alike, and `preload` measures a table that already holds
+    messages, on purpose."""
+    from django.db import connection
+
+    from collectors.models import LogMessage
+
+    table = connection.ops.quote_name(LogMessage._meta.db_table)
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(f"TRUNCATE {table}")
+        else:
+            cursor.execute(f"DELETE FROM {table}")  # noqa: S608
+            cursor.execute("VACUUM")
+
+
+def preload(rows: int) -> None:
+    """Fill the messages table with `rows` messages of another source, dated
+    in the 20 days before the benchmark's window, with random ids (as
+    KnowBe4's UUIDs are) and pages of JSON as long as the sandbox's."""
+    from django.db import connection
+
+    from collectors.models import HostedCollector, LogMessage, Source
+
+    collector, _ = HostedCollector.objects.get_or_create(name="Benchmark")
+    source = Source.objects.create(
+        collector=collector, name=f"preloaded {time.time_ns()}", category="Old/Data"
+    )
+    table = connection.ops.quote_name(LogMessage._meta.db_table)
+    columns = (
+        "source_id, event_id, raw, message_time, receipt_time, source_name, "
+        "source_category, collector_name, fields, event_type, risk_level, "
+        "user_email, data_type, content_hash"
+    )
+    if connection.vendor == "postgresql":
+        numbers = "generate_series(1, %s) AS n(i)"
+        event_id, raw = "md5(random()::text || i)", "repeat('x', 600)"
+        when = "now() - interval '10 days' - (i %% 1728000) * interval '1 second'"
+    else:
+        numbers = (
+            "(WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n "
+            "WHERE i < %s) SELECT i FROM n)"
+        )
+        event_id = "lower(hex(randomblob(16)))"
+        raw = "replace(hex(zeroblob(300)), '0', 'x')"
+        when = "datetime('now', '-10 days', '-' || (i %% 1728000) || ' seconds')"
+    sql = (
+        f"INSERT INTO {table} ({columns}) SELECT %s, {event_id}, {raw}, {when}, "  # noqa: S608
+        f"{when}, 'preloaded', 'Old/Data', 'Benchmark', '{{}}', "
+        f"'event_type_' || (i %% 40), i %% 11, 'user' || (i %% 500) || '@example.com', "
+        f"'events', '' FROM {numbers}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [source.pk, rows])
+
+
+def unlimited(total: int, env: dict[str, str], preloaded: int = 0) -> Backfill:
+    """Backfill `total` events with every limit off: throughput and memory.
+    The messages table starts empty, or holding `preloaded` messages."""
+    empty_messages()
+    if preloaded:
+        preload(preloaded)
     started_on = time.gmtime().tm_yday
     sandbox = Sandbox(total, limits=False, env=env)
     try:
@@ -277,6 +348,7 @@ def unlimited(total: int, env: dict[str, str]) -> Backfill:
     first, last = log[0]["time"], log[-1]["time"]
     seconds = max(last - first, 1e-6)
     result = Backfill(count, seconds, rss, len(log), cpu_seconds=cpu, load=load)
+    result.preloaded = preloaded
     # The machine's speed moves from one minute to the next: the bare loop
     # runs just before and just after the engine, and the ratio is to both.
     for bare_events, _seconds in (before, after):
@@ -285,8 +357,9 @@ def unlimited(total: int, env: dict[str, str]) -> Backfill:
     bare_seconds = before[1] + after[1]
     result.bare_per_second = 2 * total / bare_seconds if bare_seconds else 0.0
     result.wall_seconds = end - start
+    into = f" into {preloaded:,} stored messages" if preloaded else ""
     print(
-        f"  limits off, {total:,} events: {result.per_second:,.0f} events/s "
+        f"  limits off, {total:,} events{into}: {result.per_second:,.0f} events/s "
         f"({len(log)} requests in {seconds:.1f} s; process wall {end - start:.1f} s, "
         f"CPU {cpu:.1f} s; sandbox CPU {served:.1f} s), peak RSS {rss:.0f} MB, "
         f"load average {load:.1f}; "
@@ -369,6 +442,12 @@ def main() -> None:
     parser.add_argument("--limited-seconds", type=float, default=30.0)
     parser.add_argument("--skip-limited", action="store_true")
     parser.add_argument(
+        "--preload",
+        type=int,
+        default=300_000,
+        help="also back the big size up into a table holding this many (0: not)",
+    )
+    parser.add_argument(
         "--fresh",
         action="store_true",
         help="PostgreSQL: drop and re-create the DATABASE_URL database first",
@@ -414,6 +493,11 @@ def main() -> None:
 
     small = best_of(args.repeat, lambda: unlimited(args.small_events, env))
     big = best_of(args.repeat, lambda: unlimited(args.events, env))
+    full = None
+    if args.preload:
+        full = best_of(
+            args.repeat, lambda: unlimited(args.events, env, preloaded=args.preload)
+        )
     lines = [
         f"Command: `{command}`  ",
         f"Machine: {os.cpu_count()} CPUs (shared; 1-minute load average "
@@ -432,6 +516,16 @@ def main() -> None:
         f"**{big.ratio:.2f}** (whole process, start-up included: "
         f"{big.events / big.wall_seconds / big.bare_per_second:.2f}; every run: "
         f"{', '.join(f'{r:.2f}' for r in big.ratios)}) | >= 0.6 |",
+        *(
+            [
+                f"| The same backfill into a table already holding "
+                f"{full.preloaded:,} messages | {full.per_second:,.0f} events/s, "
+                f"ratio {full.ratio:.2f} (every run: "
+                f"{', '.join(f'{r:.2f}' for r in full.ratios)}) | |"
+            ]
+            if full
+            else []
+        ),
         f"| CPU time of the collect process for it | {big.cpu_seconds:.1f} s = "
         f"{big.events / big.cpu_seconds:,.0f} events per CPU-second | |",
         f"| Peak memory of the collect process, {big.events:,} events | "
