@@ -231,7 +231,7 @@ def test_it_opens_the_new_window_for_the_requests_a_block_held_past_its_reset():
     reservation = ledger.Reservation("events", "late", None)
     with transaction.atomic():
         assert reservation.take(before, block=10) and reservation.take(before)
-        assert reservation.take(midnight, block=10)  # the old window's block
+        assert reservation.take(midnight, block=10)  # old block back, a new one
         assert reservation.take(midnight)
         reservation.settle()
     window = ledger.window("events", "late", midnight)
